@@ -1,0 +1,242 @@
+"""Typed run configuration: one frozen dataclass per component, loaded from YAML with overrides.
+
+Defaults live only in the dataclasses. A YAML file or a ``key.sub=value`` override naming a field that
+does not exist is an error, not a silent no-op. The resolved config is saved beside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adla.anchors import AnchorSpec
+from adla.errors import AdlaError
+from adla.model import ModelConfig
+from adla.postprocess import PostprocessConfig
+
+
+@dataclass(frozen=True)
+class AssignerConfig:
+    """Which assigner (a key of ``adla.train.assigners.ASSIGNERS``) and its keyword arguments."""
+
+    name: str = "maxiou"
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    box_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """COCO-json data. Paths are relative to the config file's folder when not absolute."""
+
+    train_ann: str | None = None
+    train_images: str | None = None
+    val_ann: str | None = None
+    val_images: str | None = None
+    hflip: float = 0.5
+    vflip: float = 0.5
+    batch_size: int = 2  # per process
+    num_workers: int = 2
+    size_divisor: int = 32
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with linear warm-up and step decay; the public AI-TOD RetinaNet schedule by default."""
+
+    epochs: int = 12
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    milestones: tuple[int, ...] = (8, 11)
+    lr_gamma: float = 0.1
+    grad_clip: float | None = 35.0
+    amp: bool = True  # only on CUDA
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    assigner: AssignerConfig = field(default_factory=AssignerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: PostprocessConfig = field(default_factory=PostprocessConfig)
+    seed: int = 0
+    out_dir: str = "runs/default"
+    log_every: int = 20
+    eval_every: int = 0  # epochs between evaluations; 0 = only at the end
+
+
+def to_dict(cfg: Any) -> Any:
+    """A plain (YAML-safe) dict of a config dataclass."""
+    if is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise AdlaError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except AdlaError as exc:
+                errors.append(str(exc))
+        raise AdlaError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise AdlaError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return tuple(_coerce(v, inner, where) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise AdlaError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise AdlaError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise AdlaError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise AdlaError(f"{where}: expected a string, got {value!r}")
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise AdlaError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming the key."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise AdlaError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise AdlaError(f"{where}: {exc}") from exc
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise AdlaError(f"override {dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def _check_path(cls: type, dotted: str) -> None:
+    node: Any = cls
+    for k in dotted.split("."):
+        if not is_dataclass(node):
+            if node is dict or typing.get_origin(node) is dict:
+                return  # free-form (assigner params): checked by the component itself
+            raise AdlaError(f"override {dotted}: {k} is not a section")
+        hints = typing.get_type_hints(node)
+        if k not in hints:
+            raise AdlaError(f"override {dotted}: unknown key {k!r}; known: {sorted(hints)}")
+        node = hints[k]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """RunConfig from a YAML file (or the defaults) plus ``key.sub=value`` overrides (YAML values)."""
+    tree: dict = {}
+    base_dir = None
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise AdlaError("config file not found", path)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise AdlaError(f"not valid YAML: {exc}", path) from exc
+        if not isinstance(tree, dict):
+            raise AdlaError("a config must be a mapping at the top level", path)
+        base_dir = path.parent
+    for item in overrides:
+        if "=" not in item:
+            raise AdlaError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        _check_path(RunConfig, key.strip())
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set_path(tree, key.strip(), value)
+    try:
+        cfg = from_dict(RunConfig, tree, str(path) if path else "config")
+    except AdlaError:
+        raise
+    if base_dir is not None:
+        cfg = _resolve_paths(cfg, base_dir)
+    return cfg
+
+
+def _resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    def fix(p: str | None) -> str | None:
+        if p is None or Path(p).is_absolute() or Path(p).exists():
+            return p
+        cand = base / p
+        return str(cand) if cand.exists() else p
+
+    data = dataclasses.replace(
+        cfg.data,
+        train_ann=fix(cfg.data.train_ann),
+        train_images=fix(cfg.data.train_images),
+        val_ann=fix(cfg.data.val_ann),
+        val_images=fix(cfg.data.val_images),
+    )
+    return dataclasses.replace(cfg, data=data)
+
+
+def config_from_dict(tree: dict) -> RunConfig:
+    """RunConfig from a resolved dict (as saved in a checkpoint)."""
+    return from_dict(RunConfig, tree, "checkpoint config")
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+__all__ = [
+    "AnchorSpec", "AssignerConfig", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig",
+    "PostprocessConfig", "RunConfig", "config_from_dict", "dump_yaml", "load_config", "to_dict",
+]

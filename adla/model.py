@@ -1,0 +1,142 @@
+"""RetinaNet-style detector as in the paper: ResNet backbone, FPN P3-P5, shared 4-conv heads.
+
+The forward pass returns raw tensors in training and eval alike; decoding and NMS live in
+``adla.postprocess``. Nothing resizes the input: the tensor given is what the network sees. The model
+normalises its input itself (RGB floats in 0-255 in), so exported graphs take plain pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+
+from adla.anchors import AnchorSpec
+from adla.errors import AdlaError
+
+BACKBONES = {"resnet18": models.resnet18, "resnet34": models.resnet34, "resnet50": models.resnet50,
+             "resnet101": models.resnet101}
+NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Detector architecture. Defaults are the paper's R50 RetinaNet with sub-size anchors."""
+
+    backbone: str = "resnet50"
+    backbone_weights: str | None = None  # local torchvision state dict; no downloads
+    norm: str = "frozen_bn"  # "frozen_bn" (pretrained backbones) or "bn" (training from scratch)
+    frozen_stages: int = 1  # stem + layer1 frozen, as mmdetection's RetinaNet; ignored without weights
+    num_classes: int = 8
+    fpn_channels: int = 256
+    head_channels: int = 256
+    head_convs: int = 4
+    prior_prob: float = 0.01
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    anchors: AnchorSpec = field(default_factory=AnchorSpec)
+
+
+def _backbone(cfg: ModelConfig) -> tuple[nn.Module, list[int]]:
+    if cfg.backbone not in BACKBONES:
+        raise AdlaError(f"unknown backbone {cfg.backbone!r}; choose one of {sorted(BACKBONES)}")
+    if cfg.norm not in NORMS:
+        raise AdlaError(f"unknown norm {cfg.norm!r}; choose one of {sorted(NORMS)}")
+    net = BACKBONES[cfg.backbone](weights=None, norm_layer=NORMS[cfg.norm])
+    if cfg.backbone_weights:
+        path = Path(cfg.backbone_weights)
+        if not path.is_file():
+            raise AdlaError("backbone weights file not found", path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
+            raise AdlaError(f"cannot read backbone weights ({exc.__class__.__name__}: {exc})", path) from exc
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing:
+            raise AdlaError(f"backbone weights miss {len(missing)} tensors, e.g. {missing[:3]}", path)
+        frozen = ["conv1", "bn1"] + [f"layer{i}" for i in range(1, cfg.frozen_stages + 1)]
+        for name, param in net.named_parameters():
+            if cfg.frozen_stages >= 0 and name.split(".")[0] in frozen:
+                param.requires_grad_(False)
+    width = 1 if cfg.backbone in ("resnet18", "resnet34") else 4
+    body = IntermediateLayerGetter(net, return_layers={"layer2": "c3", "layer3": "c4", "layer4": "c5"})
+    return body, [128 * width, 256 * width, 512 * width]
+
+
+class Head(nn.Module):
+    """A stack of 3x3 conv + ReLU shared across levels, then a 3x3 output conv."""
+
+    def __init__(self, in_ch: int, width: int, depth: int, out_ch: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Conv2d(in_ch if i == 0 else width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        self.tower = nn.Sequential(*layers)
+        self.out = nn.Conv2d(width if depth else in_ch, out_ch, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.tower(x))
+
+
+class Detector(nn.Module):
+    """RetinaNet with P3-P5.
+
+    forward(images [B,3,H,W] RGB 0-255 float) -> (cls_logits [B,N,C], box_deltas [B,N,4]), N the anchors
+    of ``adla.anchors.generate_anchors(cfg.anchors, H, W)`` in the same order.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.body, in_channels = _backbone(cfg)
+        self.fpn = FeaturePyramidNetwork(in_channels, cfg.fpn_channels)
+        a, c = cfg.anchors.num_anchors, cfg.num_classes
+        self.cls_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * c)
+        self.box_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * 4)
+        nn.init.constant_(self.cls_head.out.bias, -math.log((1 - cfg.prior_prob) / cfg.prior_prob))
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images - self.pixel_mean) / self.pixel_std
+        feats = self.fpn(OrderedDict(self.body(x)))
+        return list(feats.values())
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = images.shape[0]
+        c = self.cfg.num_classes
+        cls_out, box_out = [], []
+        for f in self.features(images):
+            # [B, A*C, h, w] -> [B, h*w*A, C], matching the anchor order
+            cls_out.append(self.cls_head(f).permute(0, 2, 3, 1).reshape(b, -1, c))
+            box_out.append(self.box_head(f).permute(0, 2, 3, 1).reshape(b, -1, 4))
+        return torch.cat(cls_out, dim=1), torch.cat(box_out, dim=1)
+
+
+def build_detector(cfg: ModelConfig) -> Detector:
+    return Detector(cfg)
+
+
+def pad_to_stride(images: torch.Tensor, stride: int = 32) -> torch.Tensor:
+    """Zero-pad [B,3,H,W] at the bottom and right to a multiple of ``stride`` (no resizing)."""
+    h, w = images.shape[-2:]
+    ph, pw = (-h) % stride, (-w) % stride
+    return F.pad(images, (0, pw, 0, ph)) if ph or pw else images
