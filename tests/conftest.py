@@ -5,44 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import TINY_OVERRIDES, make_checkpoint
 
-from adla.checkpoint import save_checkpoint
 from adla.config import load_config
-from adla.model import build_detector
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-TINY_OVERRIDES = [
-    "model.backbone=resnet18",
-    "model.norm=bn",
-    "model.num_classes=3",
-    "model.fpn_channels=32",
-    "model.head_channels=32",
-    "model.head_convs=2",
-]
-
-
-def shared_data(name: str) -> Path:
-    """Path of a real data set in ../shared/data, or skip the test with the reason."""
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"real data {path} is not present on this machine")
-    return path
 
 
 @pytest.fixture(scope="session")
 def tiny_cfg():
     return load_config(overrides=TINY_OVERRIDES)
-
-
-def make_checkpoint(path: Path, overrides: list[str] | None = None, seed: int = 0,
-                    class_names: list[str] | None = None) -> Path:
-    cfg = load_config(overrides=TINY_OVERRIDES + list(overrides or []))
-    torch.manual_seed(seed)
-    model = build_detector(cfg.model).eval()
-    names = class_names or [f"class{i}" for i in range(cfg.model.num_classes)]
-    return save_checkpoint(path, cfg, model, names, epoch=0, iteration=0)
 
 
 @pytest.fixture(scope="session")

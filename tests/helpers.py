@@ -1,0 +1,31 @@
+"""Test helpers importable from any test (`from helpers import make_checkpoint, shared_data`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from adla.checkpoint import save_checkpoint
+from adla.config import load_config
+from adla.model import build_detector
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TINY_OVERRIDES = [
+    "model.backbone=resnet18",
+    "model.norm=bn",
+    "model.num_classes=3",
+    "model.fpn_channels=32",
+    "model.head_channels=32",
+    "model.head_convs=2",
+]
+
+
+def shared_data(name: str) -> Path:
+    """Path of a real data set in ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data {path} is not present on this machine")
+    return path
