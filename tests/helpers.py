@@ -29,3 +29,13 @@ def shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data {path} is not present on this machine")
     return path
+
+
+def make_checkpoint(path: Path, overrides: list[str] | None = None, seed: int = 0,
+                    class_names: list[str] | None = None) -> Path:
+    """Save a checkpoint of the tiny detector (random weights) at ``path``."""
+    cfg = load_config(overrides=TINY_OVERRIDES + list(overrides or []))
+    torch.manual_seed(seed)
+    model = build_detector(cfg.model).eval()
+    names = class_names or [f"class{i}" for i in range(cfg.model.num_classes)]
+    return save_checkpoint(path, cfg, model, names, epoch=0, iteration=0)
