@@ -153,6 +153,30 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
         raise AdlaError(f"{where}: {exc}") from exc
 
 
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _with_base(tree: dict, path: Path, depth: int = 0) -> dict:
+    """Resolve ``_base_: other.yaml`` (relative to the file) by a recursive merge, child wins."""
+    base_name = tree.pop("_base_", None)
+    if base_name is None:
+        return tree
+    if depth > 8:
+        raise AdlaError("_base_ chain deeper than 8 files (a cycle?)", path)
+    base_path = (path.parent / base_name).resolve()
+    if not base_path.is_file():
+        raise AdlaError(f"_base_ file {base_name} not found", path)
+    try:
+        base = yaml.safe_load(base_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise AdlaError(f"not valid YAML: {exc}", base_path) from exc
+    return _merge(_with_base(base, base_path, depth + 1), tree)
+
+
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
@@ -191,6 +215,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(tree, dict):
             raise AdlaError("a config must be a mapping at the top level", path)
         base_dir = path.parent
+        tree = _with_base(tree, path)
     for item in overrides:
         if "=" not in item:
             raise AdlaError(f"override {item!r}: expected key=value")
@@ -201,10 +226,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except yaml.YAMLError:
             value = raw
         _set_path(tree, key.strip(), value)
-    try:
-        cfg = from_dict(RunConfig, tree, str(path) if path else "config")
-    except AdlaError:
-        raise
+    cfg = from_dict(RunConfig, tree, str(path) if path else "config")
     if base_dir is not None:
         cfg = _resolve_paths(cfg, base_dir)
     return cfg

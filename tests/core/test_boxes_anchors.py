@@ -1,0 +1,59 @@
+import math
+
+import torch
+
+from adla.anchors import AnchorSpec, anchor_levels, base_anchors, generate_anchors
+from adla.boxes import chunked_iou_max, decode, encode
+
+
+def test_encode_decode_identity():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(50, 2, generator=g) * 100
+    wh = torch.rand(50, 2, generator=g) * 30 + 1
+    anchors = torch.cat([xy, xy + wh], 1)
+    xy2 = xy + torch.randn(50, 2, generator=g)
+    gt = torch.cat([xy2, xy2 + wh * (0.5 + torch.rand(50, 2, generator=g))], 1)
+    assert torch.allclose(decode(anchors, encode(anchors, gt)), gt, atol=1e-4)
+
+
+def test_encode_literal():
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    gt = torch.tensor([[5.0, 0.0, 15.0, 20.0]])
+    d = encode(anchors, gt)
+    assert torch.allclose(d, torch.tensor([[0.5, 0.5, 0.0, math.log(2.0)]]))
+
+
+def test_base_anchors_literal():
+    a = base_anchors(16, (1.0,), (0.5, 1.0, 2.0))
+    w = a[:, 2] - a[:, 0]
+    h = a[:, 3] - a[:, 1]
+    assert torch.allclose(w * h, torch.full((3,), 256.0))
+    assert torch.allclose(h / w, torch.tensor([0.5, 1.0, 2.0]))
+    assert torch.allclose(a[1], torch.tensor([-8.0, -8.0, 8.0, 8.0]))
+
+
+def test_generate_anchors_count_order_and_levels():
+    spec = AnchorSpec()
+    a = generate_anchors(spec, 64, 96)
+    # P3 8x12, P4 4x6, P5 2x3 locations, 9 anchors each
+    assert a.shape == ((96 + 24 + 6) * 9, 4)
+    # first location of P3 is centred at (0, 0) (center_offset 0), first anchor ratio 0.5 scale 1
+    assert torch.allclose(a[0], base_anchors(16, spec.scales, spec.ratios)[0])
+    # the second location of P3 is shifted by one stride in x
+    assert torch.allclose(a[9] - a[0], torch.tensor([8.0, 0.0, 8.0, 0.0]))
+    lv = anchor_levels(spec, 64, 96)
+    assert lv.tolist().count(0) == 96 * 9 and lv.tolist().count(2) == 6 * 9
+
+
+def test_chunked_iou_max_matches_full():
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(1000, 2, generator=g) * 200
+    anchors = torch.cat([a, a + 16], 1)
+    b = torch.rand(37, 2, generator=g) * 200
+    gts = torch.cat([b, b + 10], 1)
+    from torchvision.ops import box_iou
+
+    full_v, full_i = box_iou(anchors, gts).max(0)
+    v, i = chunked_iou_max(anchors, gts, chunk=97)
+    assert torch.allclose(v, full_v)
+    assert torch.equal(i[full_v > 0], full_i[full_v > 0])
