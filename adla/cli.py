@@ -1,0 +1,63 @@
+"""The ``adla`` command. Each stage registers its own subcommands; this module only assembles them.
+
+The CLI (and ``adla.demo``) are the only parts of the core that touch the stages: they import them
+when the parser is built, so ``import adla`` alone never pulls in training, export or runtime code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from adla import __version__
+from adla.errors import AdlaError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from adla import demo
+    from adla.data import commands as data_commands
+    from adla.export import commands as export_commands
+    from adla.runtime import commands as runtime_commands
+    from adla.train import assign_commands, commands as train_commands
+
+    parser = argparse.ArgumentParser(
+        prog="adla",
+        description="Tiny-object detection in aerial imagery with adaptive dynamic label assignment: "
+                    "train, evaluate, export (ONNX/TensorRT) and run tiled inference on large scenes.",
+    )
+    parser.add_argument("--version", action="version", version=f"adla {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo.register(sub)
+    train_commands.register(sub)
+    data_commands.register(sub)
+    assign_commands.register(sub)
+    export_commands.register(sub)
+    runtime_commands.register(sub)
+    bench = sub.add_parser("bench", help="benchmarks that print a table (assign, train-step, model, tiled)")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    assign_commands.register_bench(bench_sub)
+    train_commands.register_bench(bench_sub)
+    export_commands.register_bench(bench_sub)
+    runtime_commands.register_bench(bench_sub)
+    bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AdlaError as exc:
+        print(f"adla: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adla: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Inference backends chosen by file type: torch checkpoint, ONNX (onnxruntime), TensorRT engine.
+
+Every backend is a callable ``backend(images) -> (cls_logits [B,N,C], box_deltas [B,N,4])`` (float32
+torch tensors on ``backend.device``), where ``images`` is [B,3,H,W] RGB 0-255 (numpy or torch; uint8 or
+float32), and carries ``backend.meta`` (class names, input size, anchors, post-process settings).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import numpy as np
+import torch
+
+from adla.anchors import AnchorSpec
+from adla.errors import AdlaError
+from adla.postprocess import PostprocessConfig
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+Images = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the runtime needs to know about a model, whatever its file type."""
+
+    class_names: tuple[str, ...]
+    anchors: AnchorSpec
+    input_size: tuple[int, int] | None = None  # fixed (H, W) of the graph, None when dynamic
+    post: PostprocessConfig = field(default_factory=PostprocessConfig)
+    variant: str = "raw"
+    max_batch: int | None = None  # largest batch the engine accepts; None: any
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def from_dict(cls, meta: dict, source: str | Path) -> ModelMeta:
+        """From the ``"adla"`` metadata JSON of an ONNX file or an engine sidecar."""
+        try:
+            spec: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["anchors"].items()}
+            anchors = AnchorSpec(**spec)
+            post = PostprocessConfig(
+                score_thr=float(meta.get("score_thr", PostprocessConfig.score_thr)),
+                pre_nms_topk=int(meta.get("pre_nms_topk", PostprocessConfig.pre_nms_topk)),
+                nms_iou=float(meta.get("nms_iou", PostprocessConfig.nms_iou)),
+                max_dets=int(meta.get("max_dets", PostprocessConfig.max_dets)),
+            )
+            size = meta.get("input_size")
+            names = tuple(meta["class_names"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AdlaError(f"model metadata is incomplete or invalid ({exc.__class__.__name__}: {exc})",
+                            source) from exc
+        return cls(class_names=names, anchors=anchors, input_size=None if size is None else (size[0], size[1]),
+                   post=post, variant=str(meta.get("variant", "raw")))
+
+
+class Backend(Protocol):
+    meta: ModelMeta
+    device: torch.device
+    name: str
+
+    def __call__(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise AdlaError(f"unknown device {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AdlaError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _to_float_tensor(images: Images, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    # move the compact uint8 tiles, convert on the device
+    return t.to(device, non_blocking=True).float()
+
+
+class TorchBackend:
+    """A checkpoint through ``adla.checkpoint.load_model``; inference mode, fp16 autocast on CUDA."""
+
+    name = "torch"
+
+    def __init__(self, path: str | Path, device: torch.device):
+        from adla.checkpoint import load_model  # noqa: PLC0415
+
+        self.device = device
+        self.model, ckpt = load_model(path, device)
+        cfg = ckpt["run_config"]
+        self.meta = ModelMeta(class_names=tuple(ckpt["class_names"]), anchors=cfg.model.anchors, post=cfg.eval)
+
+    def __call__(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _to_float_tensor(images, self.device)
+        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
+            cls_logits, box_deltas = self.model(x)
+        return cls_logits.float(), box_deltas.float()
+
+
+class OnnxBackend:
+    """An ONNX file through onnxruntime (CUDA provider when available, else CPU)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: torch.device):
+        import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise AdlaError(f"cannot load ONNX model ({exc.__class__.__name__}: {exc})", path) from exc
+        self.device = torch.device("cuda") if "CUDAExecutionProvider" in self.session.get_providers() \
+            else torch.device("cpu")
+        raw = self.session.get_modelmeta().custom_metadata_map.get("adla")
+        if raw is None:
+            raise AdlaError("ONNX file has no 'adla' metadata (export it with `adla export onnx`)", path)
+        self.meta = ModelMeta.from_dict(json.loads(raw), path)
+        if self.meta.variant != "raw":
+            raise AdlaError(f"tiled inference needs the raw-output variant, this file is {self.meta.variant!r}",
+                            path)
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != ["images"] or not {"cls_logits", "box_deltas"} <= set(outputs):
+            raise AdlaError(f"ONNX model has inputs {inputs} and outputs {outputs}; expected 'images' -> "
+                            "'cls_logits', 'box_deltas'", path)
+
+    def __call__(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.cpu().numpy() if isinstance(images, torch.Tensor) else images
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        cls_logits, box_deltas = self.session.run(["cls_logits", "box_deltas"], {"images": x})
+        return (torch.from_numpy(cls_logits).to(self.device), torch.from_numpy(box_deltas).to(self.device))
+
+
+def _import_tensorrt() -> Any:
+    """The tensorrt module, imported on first use; AdlaError when only the stubs (or nothing) exist."""
+    try:
+        import tensorrt  # noqa: PLC0415
+    except ImportError as exc:
+        raise AdlaError("running a TensorRT engine needs the `tensorrt` Python package (not installed)") from exc
+    if not hasattr(tensorrt, "Runtime"):  # the type stubs alone make an empty namespace package
+        raise AdlaError("running a TensorRT engine needs the `tensorrt` Python package; only its type stubs "
+                        "are installed")
+    return tensorrt
+
+
+class TensorRTBackend:
+    """A serialized TensorRT engine (``X.engine`` / ``X.plan``) with its metadata sidecar ``X.engine.json``.
+
+    Buffers are torch CUDA tensors; the engine runs on torch's current CUDA stream (``execute_async_v3``).
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, device: torch.device):
+        path = Path(path)
+        trtm = _import_tensorrt()
+        if not torch.cuda.is_available():
+            raise AdlaError("a TensorRT engine needs a CUDA GPU; none is available", path)
+        sidecar = path.with_name(path.name + ".json")
+        if not sidecar.is_file():
+            raise AdlaError(f"engine metadata sidecar {sidecar.name} not found beside the engine", path)
+        try:
+            meta = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as exc:
+            raise AdlaError(f"engine metadata is not valid JSON ({exc})", sidecar) from exc
+        self.device = torch.device("cuda", torch.cuda.current_device()) if device.type != "cuda" else device
+        self.logger: trt.Logger = trtm.Logger(trtm.Logger.WARNING)
+        self.runtime: trt.Runtime = trtm.Runtime(self.logger)
+        engine: trt.ICudaEngine | None = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise AdlaError("TensorRT could not deserialize the engine (built by another TensorRT version or "
+                            "for another GPU?)", path)
+        self.engine: trt.ICudaEngine = engine
+        self.context: trt.IExecutionContext = engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        if "images" not in names or not {"cls_logits", "box_deltas"} <= set(names):
+            raise AdlaError(f"engine has tensors {names}; expected 'images' -> 'cls_logits', 'box_deltas'", path)
+        self._dtypes = {n: self._torch_dtype(trtm, self.engine.get_tensor_dtype(n)) for n in names}
+        _, _, max_shape = self.engine.get_tensor_profile_shape("images", 0)
+        base = ModelMeta.from_dict(meta, sidecar)
+        self.meta = ModelMeta(class_names=base.class_names, anchors=base.anchors, input_size=base.input_size,
+                              post=base.post, variant=base.variant, max_batch=int(max_shape[0]))
+        if self.meta.variant != "raw":
+            raise AdlaError(f"tiled inference needs the raw-output variant, this engine is {self.meta.variant!r}",
+                            path)
+
+    @staticmethod
+    def _torch_dtype(trtm: Any, dtype: trt.DataType) -> torch.dtype:
+        table = {trtm.DataType.FLOAT: torch.float32, trtm.DataType.HALF: torch.float16,
+                 trtm.DataType.INT32: torch.int32, trtm.DataType.INT8: torch.int8,
+                 trtm.DataType.BOOL: torch.bool}
+        return table[dtype]
+
+    def __call__(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _to_float_tensor(images, self.device).to(self._dtypes["images"]).contiguous()
+        if not self.context.set_input_shape("images", tuple(x.shape)):
+            raise AdlaError(f"the engine does not accept input shape {tuple(x.shape)} (see its optimisation "
+                            "profile)")
+        self.context.set_tensor_address("images", x.data_ptr())
+        outputs = {}
+        for name in ("cls_logits", "box_deltas"):
+            shape = tuple(self.context.get_tensor_shape(name))
+            out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
+            self.context.set_tensor_address(name, out.data_ptr())
+            outputs[name] = out
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        stream.synchronize()
+        return outputs["cls_logits"].float(), outputs["box_deltas"].float()
+
+
+BACKENDS = {".pt": TorchBackend, ".pth": TorchBackend, ".onnx": OnnxBackend,
+            ".engine": TensorRTBackend, ".plan": TensorRTBackend}
+
+
+def load_backend(model_path: str | Path, device: str = "auto") -> Backend:
+    """The backend for ``model_path`` by file type: .pt/.pth torch, .onnx onnxruntime, .engine/.plan TensorRT."""
+    path = Path(model_path)
+    suffix = path.suffix.lower()
+    if suffix not in BACKENDS:
+        raise AdlaError(f"unknown model file type {suffix!r}; expected one of {sorted(BACKENDS)}", path)
+    if not path.is_file():
+        raise AdlaError("model file not found", path)
+    return cast(Backend, BACKENDS[suffix](path, resolve_device(device)))

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install (if needed) and run the checks: ruff, mypy on the TensorRT code against tensorrt-stubs, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+. .venv/bin/activate
+ruff check adla train export runtime tests
+mypy --ignore-missing-imports --follow-imports=silent export/tensorrt_build.py runtime/backends.py
+python -m pytest -q "$@"
