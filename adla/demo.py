@@ -45,10 +45,9 @@ def _synthetic_data(out: Path, n_train: int) -> tuple[Path, Path, Path, Path]:
     from adla.data.synth import make_synth_dataset
 
     root = out / "data"
-    train = make_synth_dataset(root / "train", num_images=n_train, size=(256, 256), seed=1, split_name="train")
-    val = make_synth_dataset(root / "val", num_images=max(n_train // 4, 8), size=(256, 256), seed=2,
-                             split_name="val")
-    return train, train.parent / "images", val, val.parent / "images"
+    train = make_synth_dataset(root, num_images=n_train, size=(256, 256), seed=1, split_name="train")
+    val = make_synth_dataset(root, num_images=max(n_train // 4, 8), size=(256, 256), seed=1, split_name="val")
+    return train, root, val, root
 
 
 def run_demo(args) -> int:
