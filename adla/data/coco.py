@@ -57,7 +57,7 @@ def read_image(path: str | Path) -> np.ndarray:
                 arr = np.asarray(img.convert("RGB"), dtype=np.float32)
     except FileNotFoundError as exc:
         raise AdlaError("image file not found", path) from exc
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for truncated/corrupt files
+    except Exception as exc:
         raise AdlaError(f"cannot read image ({exc.__class__.__name__}: {exc})", path) from exc
     return arr
 

@@ -15,9 +15,9 @@ import csv
 import fnmatch
 import math
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import yaml
@@ -96,7 +96,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.size
-    except Exception as exc:  # noqa: BLE001 - any PIL failure means an unreadable image
+    except Exception as exc:
         raise AdlaError(f"cannot read image ({exc.__class__.__name__}: {exc})", path) from exc
 
 
@@ -207,14 +207,13 @@ def _read_airbus_csv(csv_file: Path, report: _Report) -> dict[str, list[_Box]]:
 def _resize(src: Path, dst: Path, factor: float) -> tuple[int, int, float, float]:
     """Write ``src`` downscaled by ``factor`` as PNG at ``dst``; return (new w, new h, sx, sy)."""
     try:
-        with Image.open(src) as img:
-            w, h = img.size
+        with Image.open(src) as opened:
+            w, h = opened.size
             nw, nh = max(1, round(w * factor)), max(1, round(h * factor))
-            if img.mode not in ("RGB", "L", "I;16", "I"):
-                img = img.convert("RGB")
+            img = opened if opened.mode in ("RGB", "L", "I;16", "I") else opened.convert("RGB")
             small = img.resize((nw, nh), Image.Resampling.LANCZOS if img.mode in ("RGB", "L")
                                else Image.Resampling.BILINEAR)
-    except Exception as exc:  # noqa: BLE001 - any PIL failure means an unreadable image
+    except Exception as exc:
         raise AdlaError(f"cannot read image ({exc.__class__.__name__}: {exc})", src) from exc
     with atomic_path(dst) as tmp:
         small.save(tmp, format="PNG")
@@ -264,6 +263,8 @@ def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, ou
         iterator = tqdm(images, desc=f"convert {fmt}", unit="img")
     for path in iterator:
         width, height = _image_size(path)
+        boxes: list[_Box]
+        extra: dict
         if fmt == "airbus-csv":
             boxes, extra = airbus[path.name], {}
         else:
@@ -283,7 +284,9 @@ def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, ou
             class_names = [f"class{i}" for i in range(top + 1)]
     name_index = {n: i for i, n in enumerate(class_names)}
 
-    coco_images, annotations, sizes = [], [], []
+    coco_images: list[dict] = []
+    annotations: list[dict] = []
+    sizes: list[float] = []
     per_class: Counter = Counter()
     for image_id, (path, width, height, boxes, extra) in enumerate(parsed, 1):
         sx = sy = 1.0

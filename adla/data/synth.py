@@ -90,8 +90,8 @@ def _object_size(rng: np.random.Generator) -> tuple[int, int]:
     u = rng.random()
     s = rng.uniform(4, 16) if u < 0.8 else (rng.uniform(2, 4) if u < 0.9 else rng.uniform(16, 32))
     r = rng.uniform(0.2, 1.0)
-    long = max(1, int(round(s / np.sqrt(r))))
-    short = max(1, int(round(s * np.sqrt(r))))
+    long = max(1, round(s / np.sqrt(r)))
+    short = max(1, round(s * np.sqrt(r)))
     short = min(long, max(short, int(np.ceil(0.2 * long))))
     while long * short < 4:  # at least 2 px (sqrt(w*h))
         short += 1
@@ -132,7 +132,7 @@ def synth_image(height: int, width: int, rng: np.random.Generator, num_objects: 
     ``num_objects`` defaults to ``DENSITY * H * W``; fewer come out when the scene is too full.
     """
     if num_objects is None:
-        num_objects = max(1, int(round(DENSITY * height * width)))
+        num_objects = max(1, round(DENSITY * height * width))
     img = _background(height, width, rng)
     occupied = np.zeros((height, width), dtype=bool)
     boxes: list[tuple[int, int, int, int]] = []
@@ -201,7 +201,8 @@ def make_synth_dataset(out_dir: str | Path, num_images: int = 16, size: tuple[in
     (out_dir / split_name).mkdir(parents=True, exist_ok=True)
     h, w = size
     base = _split_seed(seed, split_name)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for i in range(num_images):
         rng = np.random.default_rng([base, i])
         img, boxes, labels = synth_image(h, w, rng, num_objects=num_objects, num_classes=num_classes)
