@@ -45,12 +45,12 @@ def nms_select(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, io
 
 
 @nms_select.register_fake
-def _nms_select_fake(boxes, scores, max_per_class, iou_thr, score_thr):  # noqa: ANN001, ANN202
+def _nms_select_fake(boxes, scores, max_per_class, iou_thr, score_thr):
     m = torch.library.get_ctx().new_dynamic_size()
     return boxes.new_empty((m, 3), dtype=torch.int64)
 
 
-def _nms_select_onnx(boxes, scores, max_per_class: int, iou_thr: float, score_thr: float):  # noqa: ANN001, ANN202
+def _nms_select_onnx(boxes, scores, max_per_class: int, iou_thr: float, score_thr: float):
     return op.NonMaxSuppression(
         boxes, scores,
         op.Constant(value_ints=[max_per_class]),
@@ -146,7 +146,7 @@ class NMSAdapter(nn.Module):
         return num_dets, det_boxes, det_scores, det_labels
 
 
-def unpad_detections(num_dets, boxes, scores, labels) -> list[dict[str, torch.Tensor]]:  # noqa: ANN001
+def unpad_detections(num_dets, boxes, scores, labels) -> list[dict[str, torch.Tensor]]:
     """Padded NMS-variant outputs (tensors or numpy arrays) -> per-image dicts like adla.postprocess."""
     out = []
     for i in range(len(num_dets)):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ def build_metadata(ckpt: dict, ckpt_path: str | Path, variant: str,
         "adla_version": adla.__version__,
         "checkpoint": Path(ckpt_path).name,
         "input_names": ["images"],
-        "output_names": OUTPUT_NAMES[variant] if variant in OUTPUT_NAMES else [],
+        "output_names": OUTPUT_NAMES.get(variant, []),
     }
     if variant == "nms":
         meta["output_format"] = NMS_FORMAT
@@ -127,7 +128,7 @@ def read_metadata(path: str | Path) -> dict:
         raise AdlaError("ONNX file not found", path)
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf decode errors have many types
+    except Exception as exc:
         raise AdlaError(f"not a readable ONNX file ({exc.__class__.__name__}: {exc})", path) from exc
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
@@ -135,7 +136,7 @@ def read_metadata(path: str | Path) -> dict:
     raise AdlaError(f"ONNX file has no {METADATA_KEY!r} metadata (not exported by adla)", path)
 
 
-def make_session(path: str | Path, device: str = "auto"):  # noqa: ANN201 - onnxruntime is imported lazily
+def make_session(path: str | Path, device: str = "auto"):
     """An onnxruntime InferenceSession: CUDA when asked or ("auto") when available, else CPU.
 
     ``device`` is "auto", "cpu" or "cuda". CUDA needs the ``onnxruntime-gpu`` package (``pip install
@@ -159,7 +160,7 @@ def make_session(path: str | Path, device: str = "auto"):  # noqa: ANN201 - onnx
     opts.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+    except Exception as exc:
         raise AdlaError(f"onnxruntime cannot load the model ({exc})", path) from exc
 
 
@@ -185,19 +186,32 @@ def build_adapter(model: torch.nn.Module, ckpt: dict, variant: str,
 
 
 def to_onnx_proto(module: torch.nn.Module, example: torch.Tensor, output_names: list[str], *,
-                  dynamic_hw: bool, opset: int):  # noqa: ANN201 - onnx.ModelProto, imported lazily
+                  dynamic_hw: bool, opset: int):
     """Trace ``module`` with the dynamo exporter and return the optimised (constant-folded) ModelProto."""
     buf = io.StringIO()
+    quiet = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in quiet]
     with warnings.catch_warnings(), contextlib.redirect_stdout(buf), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (example,), None, dynamo=True, opset_version=opset, input_names=["images"],
-            output_names=output_names, dynamic_shapes=(_dynamic_shapes(dynamic_hw)["images"],),
-            custom_translation_table=ONNX_TRANSLATIONS, optimize=True, verbose=False, report=False,
-        )
+        for lg in quiet:  # progress lines and the "converting opset 18 to 17" notes
+            lg.setLevel(logging.ERROR)
+        try:
+            program = _export(module, example, output_names, dynamic_hw, opset)
+        finally:
+            for lg, level in zip(quiet, levels):
+                lg.setLevel(level)
     if program is None:
         raise AdlaError("torch.onnx.export returned no program")
     return program.model_proto
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, output_names: list[str], dynamic_hw: bool,
+            opset: int) -> Any:
+    return torch.onnx.export(
+        module, (example,), None, dynamo=True, opset_version=opset, input_names=["images"],
+        output_names=output_names, dynamic_shapes=(_dynamic_shapes(dynamic_hw)["images"],),
+        custom_translation_table=ONNX_TRANSLATIONS, optimize=True, verbose=False, report=False,
+    )
 
 
 def export_onnx(ckpt_path: str | Path, out_path: str | Path, *, input_size: tuple[int, int] = (800, 800),
@@ -229,7 +243,7 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, *, input_size: tupl
         proto = to_onnx_proto(module, example, OUTPUT_NAMES[variant], dynamic_hw=dynamic_hw, opset=opset)
     except AdlaError:
         raise
-    except Exception as exc:  # noqa: BLE001 - exporter failures: report them as the export's
+    except Exception as exc:
         raise AdlaError(f"ONNX export failed ({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
                         ckpt_path) from exc
     export_s = time.perf_counter() - t0
