@@ -20,7 +20,7 @@ from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig
 
 if TYPE_CHECKING:
-    import tensorrt as trt
+    import tensorrt as trt  # type: ignore[import-untyped]  # stubs do not parse (tensorrt-stubs 10.13)
 
 Images = np.ndarray | torch.Tensor
 
@@ -93,7 +93,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, path: str | Path, device: torch.device):
-        from adla.checkpoint import load_model  # noqa: PLC0415
+        from adla.checkpoint import load_model
 
         self.device = device
         self.model, ckpt = load_model(path, device)
@@ -113,7 +113,7 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, device: torch.device):
-        import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415
+        import onnxruntime as ort  # type: ignore[import-untyped]
 
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
@@ -121,7 +121,7 @@ class OnnxBackend:
             providers.insert(0, "CUDAExecutionProvider")
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:  # the library raises many kinds; all mean "cannot read this file"
             raise AdlaError(f"cannot load ONNX model ({exc.__class__.__name__}: {exc})", path) from exc
         self.device = torch.device("cuda") if "CUDAExecutionProvider" in self.session.get_providers() \
             else torch.device("cpu")
@@ -148,7 +148,7 @@ class OnnxBackend:
 def _import_tensorrt() -> Any:
     """The tensorrt module, imported on first use; AdlaError when only the stubs (or nothing) exist."""
     try:
-        import tensorrt  # noqa: PLC0415
+        import tensorrt
     except ImportError as exc:
         raise AdlaError("running a TensorRT engine needs the `tensorrt` Python package (not installed)") from exc
     if not hasattr(tensorrt, "Runtime"):  # the type stubs alone make an empty namespace package

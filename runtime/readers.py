@@ -26,8 +26,11 @@ STRETCH_SAMPLE_SIDE = 1024  # long side of the decimated read that the stretch i
 
 
 def _rasterio():
-    import rasterio  # noqa: PLC0415 - heavy import kept off the CLI start-up path
+    import rasterio
 
+    # PNG/JPEG scenes have no georeference; that is expected here (the writers handle it), not a warning.
+    # Set once, globally: warnings.catch_warnings is not thread-safe and readers run in threads.
+    warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
     return rasterio
 
 
@@ -70,7 +73,7 @@ class SceneReader:
         except AdlaError:
             self.close()
             raise
-        except Exception as exc:  # noqa: BLE001 - GDAL raises many kinds; all mean "cannot read this"
+        except Exception as exc:  # the library raises many kinds; all mean "cannot read this file"
             self.close()
             raise AdlaError(f"cannot read scene ({exc.__class__.__name__}: {exc})", self.path) from exc
 
@@ -79,12 +82,10 @@ class SceneReader:
         ds = getattr(self._local, "ds", None)
         if ds is None:
             rasterio = _rasterio()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                try:
-                    ds = rasterio.open(self.path)
-                except rasterio.errors.RasterioIOError as exc:
-                    raise AdlaError(f"not a readable raster ({exc})", self.path) from exc
+            try:
+                ds = rasterio.open(self.path)
+            except rasterio.errors.RasterioIOError as exc:
+                raise AdlaError(f"not a readable raster ({exc})", self.path) from exc
             self._local.ds = ds
             with self._lock:
                 self._handles.append(ds)
@@ -96,12 +97,6 @@ class SceneReader:
                 ds.close()
             self._handles.clear()
         self._local = threading.local()
-
-    def __enter__(self) -> SceneReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def height(self) -> int:
@@ -150,7 +145,7 @@ class SceneReader:
     # -- reads -----------------------------------------------------------------------------------
     def read_window(self, window: tuple[int, int, int, int]) -> np.ndarray | None:
         """RGB uint8 [3, y1-y0, x1-x0] of pixel window (x0, y0, x1, y1), or None when it holds no data."""
-        from rasterio.windows import Window  # noqa: PLC0415
+        from rasterio.windows import Window
 
         x0, y0, x1, y1 = window
         ds = self._dataset()

@@ -1,0 +1,353 @@
+"""``adla bench tiled``: end-to-end time and peak memory of tiled inference, three ways, same scene and model.
+
+(a) ``runtime``: this runtime (``adla.runtime.pipeline.infer_reader``): windowed reads in background
+    threads, batches of ``--batch`` tiles, per-tile decode + NMS, vectorised cross-tile merge.
+(b) ``one-tile``: a faithful re-implementation of SAHI 0.12's ``get_sliced_prediction`` for a
+    torchvision-style model (SAHI is not installed here; when ``import sahi`` works its code is not used
+    either, so both sides run the same model wrapper): the whole scene is read into memory first, slices
+    follow the same geometry, one forward call per slice (SAHI batches only ultralytics/HF models), every
+    detection becomes a Python ``ObjectPrediction``-like object shifted to scene coordinates, and the
+    merge is SAHI's default GREEDYNMM (match metric IOS, threshold 0.5, class-wise): greedy matching in
+    torch per kept box, then a Python loop fusing prediction pairs. SAHI's default extra full-resolution
+    whole-scene pass (``perform_standard_pred=True``) is left out, which only favours (b).
+(c) ``model``: the backend alone on as many tiles as (a) ran, in pre-made batches (no I/O, no decode).
+
+Each variant runs in its own subprocess, so its peak memory (``ru_maxrss`` of that process) is isolated;
+"growth" is the peak during the timed runs minus the peak before them (imports, model, warm-up).
+Speed-up = time(b) / time(a); pipeline efficiency = time(c) / time(a).
+
+``--model A --model B`` (or ``--compare B``) also measures the latency ratio B / A of two models on the
+scene with interleaved runs in one process (A B, B A, A B, ...), median over runs and its spread.
+``--scale-test`` writes synthetic GeoTIFFs of growing size (``--sizes``) and reports (a)'s peak memory
+per size: it stays flat because tiles are streamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from adla.errors import AdlaError
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scene", nargs="?", help="scene file (not needed with --scale-test)")
+    p.add_argument("--model", action="append", required=True,
+                   help="model file; give it twice (or use --compare) for the latency ratio of two models")
+    p.add_argument("--compare", default=None, help="second model for the latency ratio (same as a 2nd --model)")
+    p.add_argument("--tile", type=int, default=800)
+    p.add_argument("--overlap", type=float, default=0.2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--score", type=float, default=0.3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", type=int, default=1, help="timed runs per variant (median reported)")
+    p.add_argument("--variants", default="runtime,one-tile,model",
+                   help="comma list of runtime, one-tile, model (default all three)")
+    p.add_argument("--scale-test", action="store_true",
+                   help="peak memory of the runtime on synthetic GeoTIFFs of growing size (--sizes)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192],
+                   help="square scene sides for --scale-test (default 2048 4096 8192)")
+
+
+# -- child process: one variant, timed, with its own peak RSS -----------------------------------------
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _variant_runtime(spec: dict, backend) -> tuple[float, dict]:
+    from adla.runtime.pipeline import infer_scene
+
+    t = time.perf_counter()
+    r = infer_scene(spec["scene"], backend, tile=spec["tile"], overlap=spec["overlap"], batch=spec["batch"],
+                    score_thr=spec["score"], workers=spec["workers"], progress=False)
+    return time.perf_counter() - t, {"tiles": r.tiles, "tiles_run": r.tiles_run, "detections": r.detections}
+
+
+class _ObjectPrediction:
+    """SAHI's per-detection object: a Python box, score and category, shifted to full-image coordinates."""
+
+    __slots__ = ("bbox", "category", "score")
+
+    def __init__(self, bbox: list[float], score: float, category: int, shift: tuple[int, int]):
+        self.bbox = [bbox[0] + shift[0], bbox[1] + shift[1], bbox[2] + shift[0], bbox[3] + shift[1]]
+        self.score = score
+        self.category = category
+
+
+def _ios(a: list[float], b: list[float]) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(iw, 0.0) * max(ih, 0.0)
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return inter / smaller if smaller > 0 else 0.0
+
+
+def _greedy_nmm(boxes, scores, thr: float) -> dict[int, list[int]]:
+    """SAHI's ``greedy_nmm`` (IOS): keep index -> indices merged into it."""
+    import torch
+
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    order = scores.argsort()
+    keep_to_merge: dict[int, list[int]] = {}
+    while len(order) > 0:
+        idx = order[-1]
+        order = order[:-1]
+        if len(order) == 0:
+            keep_to_merge[int(idx)] = []
+            break
+        other = boxes[order]
+        wh = (torch.minimum(other[:, 2:], boxes[idx, 2:]) - torch.maximum(other[:, :2], boxes[idx, :2])).clamp(min=0)
+        ios = wh.prod(1) / torch.minimum(areas[order], areas[idx])
+        mask = ios < thr
+        matched = order[(~mask).nonzero().flatten()].flip(dims=(0,))
+        unmatched = order[mask.nonzero().flatten()]
+        order = unmatched[scores[unmatched].argsort()]
+        keep_to_merge[int(idx)] = matched.tolist()
+    return keep_to_merge
+
+
+def _sahi_merge(preds: list[_ObjectPrediction], thr: float = 0.5) -> list[_ObjectPrediction]:
+    """SAHI's GreedyNMMPostprocess, class-wise: greedy matching per category, then pairwise fusion."""
+    import torch
+
+    if not preds:
+        return []
+    table = torch.tensor([[*p.bbox, p.score, p.category] for p in preds])
+    out: list[_ObjectPrediction] = []
+    for cat in torch.unique(table[:, 5]):
+        ids = (table[:, 5] == cat).nonzero().flatten()
+        plan = _greedy_nmm(table[ids, :4], table[ids, 4], thr)
+        for keep, merged in plan.items():
+            k = preds[int(ids[keep])]
+            for m in merged:
+                other = preds[int(ids[m])]
+                if _ios(k.bbox, other.bbox) >= thr:  # SAHI's has_match, then merge_object_prediction_pair
+                    k.bbox = [min(k.bbox[0], other.bbox[0]), min(k.bbox[1], other.bbox[1]),
+                              max(k.bbox[2], other.bbox[2]), max(k.bbox[3], other.bbox[3])]
+                    k.score = max(k.score, other.score)
+            out.append(k)
+    return out
+
+
+def _variant_one_tile(spec: dict, backend) -> tuple[float, dict]:
+    import torch
+    from adla.runtime.readers import SceneReader
+    from adla.runtime.tiling import tile_windows
+
+    from adla.anchors import generate_anchors
+    from adla.postprocess import PostprocessConfig, postprocess
+
+    t = time.perf_counter()
+    reader = SceneReader(spec["scene"])
+    image = reader.read_all()  # SAHI reads the whole scene first
+    reader.close()
+    windows = tile_windows(image.shape[1], image.shape[2], spec["tile"], spec["overlap"])
+    m = backend.meta
+    cfg = PostprocessConfig(score_thr=spec["score"], pre_nms_topk=m.post.pre_nms_topk, nms_iou=m.post.nms_iou,
+                            max_dets=m.post.max_dets)
+    anchor_cache: dict[tuple[int, int], torch.Tensor] = {}
+    preds: list[_ObjectPrediction] = []
+    for x0, y0, x1, y1 in windows:
+        crop = image[:, y0:y1, x0:x1]
+        h, w = crop.shape[1:]
+        ph, pw = m.input_size or (math.ceil(h / 32) * 32, math.ceil(w / 32) * 32)
+        x = np.zeros((1, 3, ph, pw), dtype=np.float32)
+        x[0, :, :h, :w] = crop
+        if (ph, pw) not in anchor_cache:
+            anchor_cache[(ph, pw)] = generate_anchors(m.anchors, ph, pw, device=backend.device)
+        cls_logits, box_deltas = backend(x)  # one forward call per slice
+        det = postprocess(anchor_cache[(ph, pw)], cls_logits, box_deltas, [(h, w)], cfg)[0]
+        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+            preds.append(_ObjectPrediction(box, score, label, (x0, y0)))
+    merged = _sahi_merge(preds)
+    return time.perf_counter() - t, {"tiles": len(windows), "tiles_run": len(windows), "detections": len(merged)}
+
+
+def _variant_model(spec: dict, backend) -> tuple[float, dict]:
+    from adla.runtime.pipeline import _input_size
+    from adla.runtime.readers import SceneReader
+    from adla.runtime.tiling import tile_windows
+
+    reader = SceneReader(spec["scene"])
+    windows = tile_windows(reader.height, reader.width, spec["tile"], spec["overlap"])
+    reader.close()
+    in_h, in_w = _input_size(backend, windows, spec["tile"])
+    n = spec.get("tiles") or len(windows)
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (spec["batch"], 3, in_h, in_w), dtype=np.uint8)  # pre-made, no I/O
+    t = time.perf_counter()
+    for start in range(0, n, spec["batch"]):
+        out = backend(batch[: min(spec["batch"], n - start)])
+    if backend.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    del out
+    return time.perf_counter() - t, {"tiles": n, "tiles_run": n, "detections": 0}
+
+
+VARIANTS = {"runtime": _variant_runtime, "one-tile": _variant_one_tile, "model": _variant_model}
+
+
+def _warm_up(spec: dict, backend) -> None:
+    size = backend.meta.input_size or (math.ceil(spec["tile"] / 32) * 32,) * 2
+    backend(np.zeros((1, 3, *size), dtype=np.uint8))
+
+
+def _child(spec: dict) -> dict:
+    from adla.runtime.backends import load_backend
+
+    if spec["variant"] == "compare":
+        return _child_compare(spec)
+    backend = load_backend(spec["model"], spec["device"])
+    _warm_up(spec, backend)
+    before = _maxrss_mb()
+    times, info = [], {}
+    for _ in range(spec["runs"]):
+        seconds, info = VARIANTS[spec["variant"]](spec, backend)
+        times.append(seconds)
+    peak = _maxrss_mb()
+    return {"seconds": times, "peak_mb": peak, "growth_mb": peak - before, **info}
+
+
+def _child_compare(spec: dict) -> dict:
+    """Interleaved runs of two models on one scene: A B, B A, A B, ... (cancels drifts in machine load)."""
+    from adla.runtime.backends import load_backend
+
+    backends = [load_backend(p, spec["device"]) for p in spec["models"]]
+    for b in backends:
+        _warm_up(spec, b)
+    times: list[list[float]] = [[], []]
+    for r in range(spec["runs"]):
+        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+            times[k].append(_variant_runtime(spec, backends[k])[0])
+    return {"times": times}
+
+
+def _spawn(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "adla.runtime.bench", json.dumps(spec)],
+                          check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AdlaError(f"benchmark variant {spec['variant']!r} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- parent: tables ----------------------------------------------------------------------------------
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _scene_size(path: str) -> tuple[int, int]:
+    from adla.runtime.readers import SceneReader
+
+    reader = SceneReader(path)
+    reader.close()
+    return reader.width, reader.height
+
+
+def _bench_variants(args: argparse.Namespace, model: str, base: dict) -> None:
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        raise AdlaError(f"--variants: unknown {sorted(unknown)}; choose from {list(VARIANTS)}")
+    results: dict[str, dict] = {}
+    for name in [n for n in VARIANTS if n in names]:  # runtime first: (c) uses its tile count
+        spec = {**base, "variant": name, "model": model, "tiles": results.get("runtime", {}).get("tiles_run")}
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = _spawn(spec)
+    rows = [("variant", "time (s)", "tiles", "tiles/s", "detections", "peak RSS (MB)", "growth (MB)")]
+    for name, r in results.items():
+        t = statistics.median(r["seconds"])
+        rows.append((name, f"{t:.2f}", str(r["tiles_run"]), f"{r['tiles_run'] / t:.2f}", str(r["detections"]),
+                     f"{r['peak_mb']:.0f}", f"{r['growth_mb']:.0f}"))
+    print(_table(rows))
+    med = {k: statistics.median(v["seconds"]) for k, v in results.items()}
+    if "runtime" in med and "one-tile" in med:
+        print(f"speed-up (one-tile / runtime): {med['one-tile'] / med['runtime']:.2f}x")
+    if "runtime" in med and "model" in med:
+        print(f"pipeline efficiency (model / runtime): {med['model'] / med['runtime']:.2f}")
+
+
+def _bench_compare(args: argparse.Namespace, models: list[str], base: dict) -> None:
+    runs = max(args.runs, 3)
+    r = _spawn({**base, "variant": "compare", "models": models, "runs": runs})
+    a, b = r["times"]
+    ratios = [tb / ta for ta, tb in zip(a, b)]
+    rows = [("model", "median time (s)", "min", "max")]
+    for name, t in zip(models, (a, b)):
+        rows.append((Path(name).name, f"{statistics.median(t):.3f}", f"{min(t):.3f}", f"{max(t):.3f}"))
+    print(_table(rows))
+    print(f"latency ratio {Path(models[1]).name} / {Path(models[0]).name}: {statistics.median(b) / statistics.median(a):.3f}"
+          f" (per interleaved pair: {min(ratios):.3f} .. {max(ratios):.3f}, {runs} runs)")
+
+
+def write_synthetic_scene(path: Path, side: int, block: int = 512, seed: int = 0) -> Path:
+    """A tiled 3-band uint8 GeoTIFF ``side`` x ``side``, written block-row by block-row (flat memory)."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(seed)
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8", "tiled": True,
+               "blockxsize": block, "blockysize": block, "crs": "EPSG:32632",
+               "transform": from_origin(500000, 5000000, 0.5, 0.5)}
+    with rasterio.open(path, "w", **profile) as ds:
+        for y in range(0, side, block):
+            h = min(block, side - y)
+            ds.write(rng.integers(0, 256, (3, h, side), dtype=np.uint8), window=Window(0, y, side, h))
+    return path
+
+
+def _bench_scale(args: argparse.Namespace, model: str, base: dict) -> None:
+    rows = [("scene", "pixels", "tiles", "time (s)", "tiles/s", "peak RSS (MB)", "growth (MB)")]
+    with tempfile.TemporaryDirectory(prefix="adla-scale-") as tmp:
+        for side in args.sizes:
+            print(f"scale test {side} x {side} ...", file=sys.stderr, flush=True)
+            scene = write_synthetic_scene(Path(tmp) / f"synthetic_{side}.tif", side)
+            r = _spawn({**base, "scene": str(scene), "variant": "runtime", "model": model})
+            t = statistics.median(r["seconds"])
+            rows.append((f"{side}x{side}", f"{side * side / 1e6:.1f} M", str(r["tiles_run"]), f"{t:.2f}",
+                         f"{r['tiles_run'] / t:.2f}", f"{r['peak_mb']:.0f}", f"{r['growth_mb']:.0f}"))
+            scene.unlink()
+    print(_table(rows))
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    models = list(args.model) + ([args.compare] if args.compare else [])
+    if len(models) > 2:
+        raise AdlaError("give at most two models (--model A --model B, or --model A --compare B)")
+    for m in models:
+        if not Path(m).is_file():
+            raise AdlaError("model file not found", m)
+    base = {"scene": args.scene, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
+            "workers": args.workers, "score": args.score, "device": args.device, "runs": args.runs}
+    if args.scale_test:
+        _bench_scale(args, models[0], base)
+        return 0
+    if not args.scene:
+        raise AdlaError("give a SCENE (or use --scale-test)")
+    width, height = _scene_size(args.scene)
+    print(f"scene {Path(args.scene).name}: {width} x {height} px, tile {args.tile}, overlap {args.overlap}, "
+          f"batch {args.batch}, workers {args.workers}, model {Path(models[0]).name}")
+    _bench_variants(args, models[0], base)
+    if len(models) == 2:
+        _bench_compare(args, models, base)
+    return 0
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(json.loads(sys.argv[1]))))

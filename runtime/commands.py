@@ -1,0 +1,77 @@
+"""CLI: ``adla infer`` (tiled inference on scenes) and ``adla bench tiled`` (its benchmark)."""
+
+from __future__ import annotations
+
+import argparse
+
+INFER_EPILOG = """\
+MODEL by file type: .pt/.pth checkpoint (torch), .onnx (onnxruntime; CUDA when available),
+.engine/.plan (TensorRT, needs the tensorrt package and a GPU; metadata in X.engine.json).
+Outputs per scene in --out: STEM.coco.json (COCO dict; category_id = class index + 1),
+STEM.geojson (box polygons in the scene's CRS, pixel coordinates when it has none), STEM.preview.jpg.
+Many scenes over several processes or GPUs: start one process per shard with --shard i/n
+(i = 0..n-1); scene k of the (folder-expanded) list goes to shard k % n, e.g.
+  CUDA_VISIBLE_DEVICES=0 adla infer scenes/ --model m.onnx --out out --shard 0/2 &
+  CUDA_VISIBLE_DEVICES=1 adla infer scenes/ --model m.onnx --out out --shard 1/2
+The exit status is 1 when any scene failed (each failure is listed after the summary)."""
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from adla.runtime.pipeline import infer_scenes
+
+    results = infer_scenes(
+        args.scenes, args.model, args.out, device=args.device, shard_spec=args.shard,
+        preview_size=args.preview_size, bands=tuple(args.bands) if args.bands else None,
+        tile=args.tile, overlap=args.overlap, batch=args.batch, score_thr=args.score, workers=args.workers,
+        merge_cut=args.merge_cut, full_pass=args.full_pass, classes=args.classes, progress=not args.quiet,
+    )
+    return 1 if any(r.error for r in results) else 0
+
+
+def add_infer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=int, default=800, help="tile side in pixels (default 800)")
+    p.add_argument("--overlap", type=float, default=0.2, help="overlap between tiles, fraction of --tile")
+    p.add_argument("--batch", type=int, default=8, help="tiles per forward call (default 8)")
+    p.add_argument("--workers", type=int, default=2, help="tile reader threads (default 2)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "infer", help="tiled inference on large scenes (GeoTIFF/PNG/JPEG)",
+        description="Detect objects in large scenes tile by tile: windowed reads in background threads, "
+                    "batched inference, per-tile NMS, merge across tiles.",
+        epilog=INFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenes", nargs="+", metavar="SCENE", help="scene files or folders of scenes")
+    p.add_argument("--model", required=True, help="checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine)")
+    p.add_argument("--out", required=True, help="output folder")
+    add_infer_arguments(p)
+    p.add_argument("--score", type=float, default=0.3, help="score threshold (default 0.3)")
+    p.add_argument("--classes", nargs="+", default=None, help="keep only these classes (names or 0-based ids)")
+    p.add_argument("--bands", nargs=3, type=int, default=None, metavar="B",
+                   help="1-based bands to use as R G B (default: 1 2 3, or band 1 as grey)")
+    p.add_argument("--merge-cut", action="store_true",
+                   help="fuse boxes of an object cut by a tile border into one box")
+    p.add_argument("--full-pass", action="store_true",
+                   help="add a down-scaled whole-scene pass (objects larger than a tile)")
+    p.add_argument("--shard", default=None, metavar="i/n",
+                   help="process only scenes k with k %% n == i (i from 0); see below")
+    p.add_argument("--preview-size", type=int, default=2048, help="long side of the preview picture; 0: none")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_infer)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from adla.runtime.bench import run_bench
+
+    return run_bench(args)
+
+
+def register_bench(bench_subparsers) -> None:
+    from adla.runtime.bench import add_bench_arguments
+
+    p = bench_subparsers.add_parser(
+        "tiled", help="tiled inference: this runtime vs one-tile-at-a-time (SAHI-like) vs the model alone",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_bench_arguments(p)
+    p.set_defaults(func=_bench)

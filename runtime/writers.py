@@ -1,0 +1,140 @@
+"""Outputs of a scene: COCO JSON, GeoJSON (in the scene's CRS when georeferenced), preview picture.
+
+Boxes come in as xyxy scene pixels. Every file is written atomically (``adla.io``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adla.io import atomic_path, write_json
+
+PALETTE = [(255, 56, 56), (56, 255, 56), (56, 128, 255), (255, 210, 0), (255, 0, 255), (0, 255, 255),
+           (255, 128, 0), (128, 0, 255)]
+
+
+def coco_dict(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, class_names: list[str], *,
+              file_name: str, width: int, height: int, image_id: int = 1) -> dict:
+    """A COCO dict {"images", "categories", "annotations"}; category_id = label + 1, bbox [x, y, w, h] px.
+
+    ``adla evaluate`` takes it as is (it reads the "annotations" list of a results dict).
+    """
+    b = boxes.detach().cpu().double()
+    xywh = torch.cat([b[:, :2], b[:, 2:] - b[:, :2]], dim=1).numpy().round(2).tolist()
+    areas = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).numpy().round(2).tolist()
+    sc = scores.detach().cpu().double().numpy().round(5).tolist()
+    lb = labels.detach().cpu().tolist()
+    anns = [{"id": i + 1, "image_id": image_id, "category_id": int(c) + 1, "bbox": bb, "area": a, "score": s,
+             "iscrowd": 0}
+            for i, (bb, a, s, c) in enumerate(zip(xywh, areas, sc, lb))]
+    return {
+        "images": [{"id": image_id, "file_name": file_name, "width": width, "height": height}],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names)],
+        "annotations": anns,
+    }
+
+
+def _crs_member(crs) -> tuple[dict | None, bool]:
+    """(GeoJSON 2008 "crs" member or None, whether the coordinates are RFC 7946 lon/lat)."""
+    if crs is None:
+        return None, False
+    epsg = crs.to_epsg()
+    if epsg == 4326:
+        return None, True  # RFC 7946: WGS 84 lon/lat is the default and needs no member
+    name = f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()
+    return {"type": "name", "properties": {"name": name}}, False
+
+
+def box_rings(boxes: np.ndarray, transform) -> np.ndarray:
+    """Closed rings [K,5,2] of xyxy pixel boxes mapped through an affine ``transform`` (pixel -> world).
+
+    Rings run counter-clockwise in the output coordinates (RFC 7946's exterior-ring rule).
+    """
+    x0, y0, x1, y1 = boxes.T
+    det = transform.a * transform.e - transform.b * transform.d
+    if det < 0:  # north-up rasters flip y: go tl -> bl -> br -> tr to stay counter-clockwise
+        xs = np.stack([x0, x0, x1, x1, x0], 1)
+        ys = np.stack([y0, y1, y1, y0, y0], 1)
+    else:
+        xs = np.stack([x0, x1, x1, x0, x0], 1)
+        ys = np.stack([y0, y0, y1, y1, y0], 1)
+    wx = transform.a * xs + transform.b * ys + transform.c
+    wy = transform.d * xs + transform.e * ys + transform.f
+    return np.stack([wx, wy], -1)
+
+
+def geojson_dict(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, class_names: list[str], *,
+                 crs=None, transform=None, georeferenced: bool = False) -> dict:
+    """A FeatureCollection of box Polygons with properties class, class_id, score.
+
+    Georeferenced scenes: coordinates in the scene's CRS (a "crs" member naming it, or plain RFC 7946
+    for EPSG:4326). Others: pixel coordinates (x right, y down), said so in each feature's properties.
+    """
+    b = boxes.detach().cpu().double().numpy().reshape(-1, 4)
+    if georeferenced and transform is not None:
+        rings = box_rings(b, transform)
+        crs_member, _ = _crs_member(crs)
+        note = None
+    else:
+        from affine import Affine
+
+        rings = box_rings(b, Affine.identity())
+        crs_member, note = None, "pixel coordinates (x right, y down): the scene has no georeference"
+    sc = scores.detach().cpu().double().numpy().round(5).tolist()
+    lb = labels.detach().cpu().tolist()
+    features = []
+    for ring, s, c in zip(rings.round(6).tolist(), sc, lb):
+        props: dict = {"class": class_names[c] if 0 <= c < len(class_names) else str(c), "class_id": int(c),
+                       "score": s}
+        if note:
+            props["coordinates"] = note
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                         "properties": props})
+    out: dict = {"type": "FeatureCollection"}
+    if crs_member:
+        out["crs"] = crs_member
+    out["features"] = features
+    return out
+
+
+def draw_preview(image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor, scale: float):
+    """PIL image of ``image`` (RGB uint8 [3,h,w], the scene down-scaled by ``scale``) with boxes drawn."""
+    from PIL import Image, ImageDraw
+
+    pic = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
+    draw = ImageDraw.Draw(pic)
+    b = (boxes.detach().cpu().double().numpy() / scale).tolist()
+    for (x0, y0, x1, y1), c in zip(b, labels.detach().cpu().tolist()):
+        draw.rectangle([x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)], outline=PALETTE[c % len(PALETTE)], width=2)
+    return pic
+
+
+def write_preview(path: str | Path, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
+                  scale: float) -> Path:
+    pic = draw_preview(image, boxes, labels, scale)
+    fmt = "PNG" if Path(path).suffix.lower() == ".png" else "JPEG"
+    with atomic_path(path) as tmp:
+        pic.save(tmp, format=fmt, quality=90)
+    return Path(path)
+
+
+def write_outputs(out_dir: str | Path, stem: str, *, boxes: torch.Tensor, scores: torch.Tensor,
+                  labels: torch.Tensor, class_names: list[str], info, preview: tuple[np.ndarray, float] | None
+                  ) -> dict[str, Path]:
+    """Write ``{stem}.coco.json``, ``{stem}.geojson`` and ``{stem}.preview.jpg`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    paths = {
+        "coco": write_json(out_dir / f"{stem}.coco.json", coco_dict(
+            boxes, scores, labels, class_names, file_name=info.path.name, width=info.width, height=info.height),
+            indent=None),
+        "geojson": write_json(out_dir / f"{stem}.geojson", geojson_dict(
+            boxes, scores, labels, class_names, crs=info.crs, transform=info.transform,
+            georeferenced=info.georeferenced), indent=None),
+    }
+    if preview is not None:
+        image, scale = preview
+        paths["preview"] = write_preview(out_dir / f"{stem}.preview.jpg", image, boxes, labels, scale)
+    return paths
