@@ -49,7 +49,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise AdlaError("checkpoint not found", path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle errors, ...
+    except Exception as exc:
         raise AdlaError(f"not a readable checkpoint ({exc.__class__.__name__}: {exc})", path) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise AdlaError("not an adla checkpoint (no 'format: adla-checkpoint' entry)", path)

@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     from adla.data import commands as data_commands
     from adla.export import commands as export_commands
     from adla.runtime import commands as runtime_commands
-    from adla.train import assign_commands, commands as train_commands
+    from adla.train import assign_commands
+    from adla.train import commands as train_commands
 
     parser = argparse.ArgumentParser(
         prog="adla",

@@ -73,7 +73,22 @@ def load_results(path: str | Path, gt: dict | None = None) -> list[dict]:
                         path)
     if gt is not None and isinstance(data.get("images"), list):
         dets = _map_image_ids(dets, data["images"], gt, path)
+    if gt is not None and isinstance(data.get("categories"), list):
+        dets = _map_categories(dets, data["categories"], gt, path)
     return dets
+
+
+def _map_categories(dets: list[dict], categories: list[dict], gt: dict, path: Path) -> list[dict]:
+    """Map the results' category ids onto the GT's by category name (the runtime numbers them 1..C)."""
+    gt_by_name = {str(c["name"]): c["id"] for c in gt["categories"]}
+    names = {c.get("id"): str(c.get("name", "")) for c in categories}
+    used = {d.get("category_id") for d in dets}
+    unknown = sorted({names[c] for c in used if c in names and names[c] not in gt_by_name})
+    if unknown:
+        raise AdlaError(f"the results name categories that the ground truth lacks: {unknown[:5]} "
+                        f"(ground truth: {sorted(gt_by_name)})", path)
+    mapping = {cid: gt_by_name[n] for cid, n in names.items() if n in gt_by_name}
+    return [dict(d, category_id=mapping.get(d.get("category_id"), d.get("category_id"))) for d in dets]
 
 
 def _map_image_ids(dets: list[dict], images: list[dict], gt: dict, path: Path) -> list[dict]:

@@ -57,10 +57,10 @@ def _backbone(cfg: ModelConfig) -> tuple[nn.Module, list[int]]:
             raise AdlaError("backbone weights file not found", path)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
+        except Exception as exc:
             raise AdlaError(f"cannot read backbone weights ({exc.__class__.__name__}: {exc})", path) from exc
         state = state.get("state_dict", state) if isinstance(state, dict) else state
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing, _unexpected = net.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("fc.")]
         if missing:
             raise AdlaError(f"backbone weights miss {len(missing)} tensors, e.g. {missing[:3]}", path)

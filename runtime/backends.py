@@ -213,7 +213,8 @@ class TensorRTBackend:
         self.context.set_tensor_address("images", x.data_ptr())
         outputs = {}
         for name in ("cls_logits", "box_deltas"):
-            shape = tuple(self.context.get_tensor_shape(name))
+            dims = self.context.get_tensor_shape(name)
+            shape = tuple(int(dims[i]) for i in range(len(dims)))
             out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
             self.context.set_tensor_address(name, out.data_ptr())
             outputs[name] = out

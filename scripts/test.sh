@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 . .venv/bin/activate
 ruff check adla train export runtime tests
-mypy --ignore-missing-imports --follow-imports=silent export/tensorrt_build.py runtime/backends.py
+python tests/export/trt_stubs.py .venv/trt-stubs && MYPYPATH=.venv/trt-stubs mypy --config-file .venv/trt-stubs/mypy.ini export/tensorrt_build.py runtime/backends.py
 python -m pytest -q "$@"

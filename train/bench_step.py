@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import torch
+from adla.train.assigners import build_assigner
+from adla.train.distributed import pick_device
+from adla.train.loss import DetectionLoss
 
 from adla.anchors import generate_anchors
 from adla.config import RunConfig, load_config
 from adla.model import build_detector
-from adla.train.assigners import build_assigner
-from adla.train.distributed import pick_device
-from adla.train.loss import DetectionLoss
 
 # The small CPU model of the demo and the tests' default benchmark.
 SMALL_MODEL = ["model.backbone=resnet18", "model.norm=bn", "model.num_classes=3",
@@ -86,13 +86,14 @@ def bench_train_step(*, config: str | None = None, size: int = 512, batch: int =
     ratio = rows[1]["median_ms"] / rows[0]["median_ms"]
     return {"device": str(dev), "size": size, "batch": batch, "objects_per_image": objects,
             "anchors": int(anchors.shape[0]), "steps": steps, "progress": progress, "rows": rows,
-            "ratio_adla_over_maxiou": ratio, "model": f"{cfg.model.backbone} fpn{cfg.model.fpn_channels} "
-            f"head{cfg.model.head_channels}x{cfg.model.head_convs}"}
+            "ratio_adla_over_maxiou": ratio, "model": (f"{cfg.model.backbone} fpn{cfg.model.fpn_channels} "
+                                                       f"head{cfg.model.head_channels}x{cfg.model.head_convs}")}
 
 
 def format_step_table(res: dict) -> str:
-    lines = [f"train step on {res['device']}: {res['model']}, batch {res['batch']} x {res['size']}^2 px, "
-             f"{res['objects_per_image']} GTs/image, {res['anchors']} anchors, progress {res['progress']}",
+    head = (f"train step on {res['device']}: {res['model']}, batch {res['batch']} x {res['size']}^2 px, "
+            f"{res['objects_per_image']} GTs/image, {res['anchors']} anchors, progress {res['progress']}")
+    lines = [head,
              f"{'assigner':<10} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} {'positives':>10}"]
     for r in res["rows"]:
         lines.append(f"{r['assigner']:<10} {r['median_ms']:>10.1f} {r['p10_ms']:>9.1f} {r['p90_ms']:>9.1f} "

@@ -16,9 +16,14 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
+from adla.train.assigners import alpha_schedule, build_assigner
+from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from adla.train.loss import SIZE_BUCKETS, AssignStats, DetectionLoss
+from adla.train.schedule import EpochSampler, lr_factor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -30,10 +35,6 @@ from adla.data.coco import CocoDetection, collate
 from adla.errors import AdlaError
 from adla.io import write_json, write_text
 from adla.model import build_detector
-from adla.train.assigners import alpha_schedule, build_assigner
-from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
-from adla.train.loss import SIZE_BUCKETS, AssignStats, DetectionLoss
-from adla.train.schedule import EpochSampler, lr_factor
 
 
 @dataclass
@@ -54,7 +55,7 @@ class _StopFlag:
         self.signum: int | None = None
         self._old: dict[int, object] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> Self:
         for s in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._old[s] = signal.signal(s, self._handle)
@@ -62,7 +63,7 @@ class _StopFlag:
                 pass
         return self
 
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+    def _handle(self, signum, frame) -> None:
         if self.signum is not None:  # second signal: give up at once
             raise KeyboardInterrupt
         self.signum = signum

@@ -1,8 +1,8 @@
 import torch
-
-from adla.boxes import encode
 from adla.train.loss import AssignStats, DetectionLoss, assign_stats, bucket_of
 from adla.train.schedule import EpochSampler, lr_factor
+
+from adla.boxes import encode
 
 
 class FixedAssigner:
@@ -23,7 +23,7 @@ def test_empty_image_has_exactly_zero_box_loss():
     cls = torch.randn(1, 4, 2, requires_grad=True)
     box = torch.randn(1, 4, 4, requires_grad=True)
     target = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
-    losses, stats, npos = loss(cls, box, target, ANCHORS)
+    losses, _stats, npos = loss(cls, box, target, ANCHORS)
     assert losses["box"].item() == 0.0
     assert npos == 0 and losses["cls"].item() > 0
     losses["total"].backward()  # the graph stays connected even without positives
@@ -70,7 +70,7 @@ def test_assign_stats_by_bucket():
 
 
 def test_lr_schedule_warmup_and_steps():
-    kw = dict(warmup_iters=10, warmup_ratio=0.001, milestones=(8, 11), gamma=0.1)
+    kw = {"warmup_iters": 10, "warmup_ratio": 0.001, "milestones": (8, 11), "gamma": 0.1}
     assert lr_factor(0, 100, **kw) == 0.001
     assert abs(lr_factor(5, 100, **kw) - (0.001 + 0.999 * 0.5)) < 1e-12
     assert lr_factor(10, 100, **kw) == 1.0
