@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", help="training images folder (with --data)")
     p.add_argument("--val", help="validation COCO json (with --data)")
     p.add_argument("--val-images", help="validation images folder (with --data)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs for each model (default 6)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs for each model (default 15)")
     p.add_argument("--train-images", type=int, default=96, help="synthetic training images (default 96)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides")
     p.add_argument("--skip-export", action="store_true", help="stop after training and evaluation")

@@ -166,7 +166,10 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
         raise AdlaError(f"model.num_classes is {cfg.model.num_classes} but the data has "
                         f"{len(train_ds.class_names)} categories {train_ds.class_names}", cfg.data.train_ann)
     sampler = EpochSampler(len(train_ds), seed=cfg.seed, shuffle=True, rank=info.rank, world_size=info.world_size)
-    loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
+    # The loader draws its workers' base seed from its own generator, re-seeded every epoch, so the
+    # global RNG (which the flips use in-process) advances only with the samples themselves.
+    loader_gen = torch.Generator()
+    loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler, generator=loader_gen,
                         num_workers=cfg.data.num_workers, drop_last=False,
                         collate_fn=functools.partial(collate, size_divisor=cfg.data.size_divisor),
                         persistent_workers=False)
@@ -216,7 +219,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
             anchor_cache[(h, w)] = (generate_anchors(spec, h, w, device=dev), counts)
         return anchor_cache[(h, w)]
 
-    def save(path: Path, epoch: int, iter_in_epoch: int, global_iter: int) -> Path:
+    def save(path: Path, epoch: int, iter_in_epoch: int, global_iter: int, partial: dict | None = None) -> Path:
         rng = [_rng_state()]
         if info.enabled:  # gather every rank's RNG so each resumes its own stream
             gathered: list = [None] * info.world_size
@@ -226,7 +229,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
             return path
         return save_checkpoint(path, cfg, model, train_ds.class_names, epoch=epoch, iter_in_epoch=iter_in_epoch,
                                iteration=global_iter, optimizer=opt.state_dict(), scaler=scaler.state_dict(),
-                               rng=rng, history=history, world_size=info.world_size)
+                               rng=rng, history=history, world_size=info.world_size, partial_epoch=partial)
 
     global_iter = start_epoch * iters_per_epoch + start_iter
     epochs = cfg.optim.epochs
@@ -237,11 +240,18 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
         for epoch in range(start_epoch, epochs):
             first = start_iter if epoch == start_epoch else 0
             sampler.set_epoch(epoch, start=first * cfg.data.batch_size)
+            loader_gen.manual_seed((cfg.seed * 1_000_003 + epoch) * 64 + info.rank)
             ddp_model.train()
             t0 = time.time()
             sums = torch.zeros(3, dtype=torch.float64)  # cls, box, total (weighted by steps)
             stats = AssignStats.zeros()
             steps = 0
+            if epoch == start_epoch and state is not None and state.get("partial_epoch") and info.is_main:
+                # the part of this epoch run before the interruption counts in its log row (rank 0's
+                # share of it under DDP: the other ranks' partial sums are not saved)
+                p = state["partial_epoch"]
+                sums, steps, t0 = p["sums"].clone(), p["steps"], time.time() - p["time_s"]
+                stats = AssignStats(p["gts"].clone(), p["positives"].clone(), p["zero_pos"].clone())
             bar = tqdm(loader, total=iters_per_epoch - first, disable=not progress, leave=False,
                        desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True)
             it = first
@@ -285,7 +295,9 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
             bar.close()
             interrupted = it < iters_per_epoch
             if interrupted:
-                last_ckpt = save(out / "last.pt", epoch, it, global_iter)
+                partial = {"sums": sums, "steps": steps, "time_s": time.time() - t0, "gts": stats.gts,
+                           "positives": stats.positives, "zero_pos": stats.zero_pos}
+                last_ckpt = save(out / "last.pt", epoch, it, global_iter, partial)
                 if info.is_main:
                     print(f"stopped at epoch {epoch + 1} iteration {it}/{iters_per_epoch}; "
                           f"checkpoint {last_ckpt} (resume with --resume)")
