@@ -12,7 +12,6 @@ Like the CLI, this module orchestrates the stages and imports them inside its fu
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
@@ -75,58 +74,109 @@ def run_demo(args) -> int:
         f"data.val_ann={val_ann}", f"data.val_images={val_img}",
     ] + list(args.set)
 
+    steps: list[tuple[str, float, str]] = []  # (step, seconds, outcome) for the closing recap
     results, ckpts = {}, {}
     for i, name in enumerate(("maxiou", "adla")):
         print(f"[2/4] training {name} ({i + 1}/2), {args.epochs} epochs ...", flush=True)
+        t0 = time.time()
         cfg = load_config(None, base + [f"assigner.name={name}", f"out_dir={out / name}"])
         res = train(cfg)
         results[name] = res.metrics or {}
         ckpts[name] = out / name / "model.pt"
+        steps.append((f"train + evaluate {name}", time.time() - t0,
+                      f"AP50 {100 * results[name].get('AP50', 0):.1f} %, AP_vt {_pct(results[name].get('AP_vt'))}"))
     table = format_metrics_table({"max-IoU": results["maxiou"], "ADLA": results["adla"]})
     print("\nEvaluation (AI-TOD metrics, %):\n" + table, flush=True)
     report = ["# adla demo report", "", "## Evaluation (AI-TOD metrics, %)", "", "```", table, "```", ""]
 
     if not args.skip_export:
-        from adla.export.onnx_export import export_onnx
-        from adla.export.profile import compare_models, format_model_table
-        from adla.runtime.pipeline import infer_scenes
-
-        print("[3/4] exporting both detectors to ONNX and comparing them at inference ...", flush=True)
-        onnx_path = out / "adla.onnx"
-        export_onnx(ckpts["adla"], onnx_path, input_size=(512, 512))
-        cmp = compare_models([ckpts["maxiou"], ckpts["adla"]], input_size=(512, 512), batch=1, runs=20,
-                             warmup=3, out_dir=out / "bench_model")
-        cmp_table = format_model_table(cmp)
-        print(cmp_table, flush=True)
-        report += ["## Inference cost: baseline vs ADLA", "", "```", cmp_table, "```", ""]
-
-        print("[4/4] tiled inference of the exported ADLA model over a large synthetic scene ...", flush=True)
-        scene = _synthetic_scene(out, args.scene_size)
-        summaries = infer_scenes([scene], onnx_path, out / "infer", tile=512, overlap=0.2, batch=4, score_thr=0.3)
-        report += ["## Tiled inference", "", "```", _summary_text(summaries), "```", ""]
+        report += _export_and_infer(out, ckpts, args.scene_size, steps)
     from adla.io import write_text
 
+    recap = _recap(steps)
+    report += ["## Steps", "", "```", recap, "```", ""]
     write_text(out / "report.md", "\n".join(report))
+    print("\n" + recap)
     print(f"\ndemo finished in {time.time() - t_start:.0f} s; report: {out / 'report.md'}")
     return 0
 
 
-def _synthetic_scene(out: Path, size: int) -> Path:
+def _export_and_infer(out: Path, ckpts: dict[str, Path], scene_size: int,
+                      steps: list[tuple[str, float, str]]) -> list[str]:
+    from adla.export.onnx_export import export_onnx
+    from adla.export.profile import compare_models, format_model_table
+    from adla.metrics import evaluate_detections, format_metrics_table, load_results
+    from adla.runtime.pipeline import infer_scenes, summary_table
+
+    print("[3/4] exporting the ADLA detector to ONNX and comparing both detectors at inference ...", flush=True)
+    t0 = time.time()
+    onnx_path = out / "adla.onnx"
+    rep = export_onnx(ckpts["adla"], onnx_path, input_size=(512, 512))
+    steps.append(("export ONNX + parity", time.time() - t0, f"{onnx_path.name}, parity {_parity(rep)}"))
+    t0 = time.time()
+    cmp = compare_models([ckpts["maxiou"], ckpts["adla"]], input_size=(512, 512), batch=1, runs=30,
+                         warmup=3, out_dir=out / "bench_model")
+    cmp_table = format_model_table(cmp)
+    print(cmp_table, flush=True)
+    steps.append(("bench model (baseline vs ADLA)", time.time() - t0, "see table"))
+
+    print("[4/4] tiled inference of the exported ADLA model over a large synthetic scene ...", flush=True)
+    t0 = time.time()
+    scene, gt = _synthetic_scene(out, scene_size)
+    runs = infer_scenes([scene], onnx_path, out / "infer", tile=512, overlap=0.2, batch=4, score_thr=0.05,
+                        print_summary=False)
+    tiled = summary_table(runs)
+    print(tiled)
+    scored = evaluate_detections(gt, load_results(out / "infer" / f"{scene.stem}.coco.json", _load(gt)))
+    scene_table = format_metrics_table({"ADLA, tiled": scored})
+    print(f"scene {scene.name} scored end to end against its {_count(gt)} objects:\n{scene_table}")
+    steps.append(("tiled inference + scoring", time.time() - t0,
+                  f"{runs[0].tiles} tiles, AP50 {100 * scored['AP50']:.1f} %"))
+    return ["## Inference cost: baseline vs ADLA", "", "```", cmp_table, "```", "",
+            "## Tiled inference of the ADLA ONNX model", "", "```", tiled, "", scene_table, "```", "",
+            f"Outputs: {out / 'infer'} (COCO json, GeoJSON, preview).", ""]
+
+
+def _pct(v) -> str:
+    return "-" if v is None or v < 0 else f"{100 * v:.1f} %"
+
+
+def _parity(rep) -> str:
+    return "ok (onnxruntime = PyTorch)" if rep.ok() else "FAILED"
+
+
+def _load(path: Path) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
+def _count(path: Path) -> int:
+    return len(_load(path)["annotations"])
+
+
+def _recap(steps: list[tuple[str, float, str]]) -> str:
+    w = max(len(s[0]) for s in steps)
+    lines = [f"{'step':<{w}}  {'time (s)':>8}  result", f"{'-' * w}  {'-' * 8}  {'-' * 6}"]
+    lines += [f"{name:<{w}}  {sec:>8.0f}  {outcome}" for name, sec, outcome in steps]
+    return "\n".join(lines)
+
+
+def _synthetic_scene(out: Path, size: int) -> tuple[Path, Path]:
+    """A large synthetic scene (PNG) and its ground truth as COCO json."""
     from PIL import Image
 
-    from adla.data.synth import synth_scene
+    from adla.data.synth import class_names, synth_scene
+    from adla.io import atomic_path, write_json
 
-    path = out / "scene.png"
-    if not path.exists():
-        img, *_ = synth_scene(size, size, seed=3)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(path)
-    return path
-
-
-def _summary_text(summaries) -> str:
-    rows = []
-    for s in summaries:
-        d = dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(s)
-        rows.append(", ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, (list, dict))))
-    return "\n".join(rows)
+    path, gt = out / "scene.png", out / "scene_gt.json"
+    img, boxes, labels = synth_scene(size, size, seed=3)
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
+    anns = [{"id": k + 1, "image_id": 1, "category_id": int(c) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+             "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
+            for k, ((x0, y0, x1, y1), c) in enumerate(zip(boxes.tolist(), labels.tolist()))]
+    write_json(gt, {"images": [{"id": 1, "file_name": path.name, "width": size, "height": size}],
+                    "annotations": anns,
+                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(class_names(3))]})
+    return path, gt
