@@ -90,7 +90,11 @@ def run_demo(args) -> int:
     report = ["# adla demo report", "", "## Evaluation (AI-TOD metrics, %)", "", "```", table, "```", ""]
 
     if not args.skip_export:
-        report += _export_and_infer(out, ckpts, args.scene_size, steps)
+        if args.data:  # a large real scene: the validation images tiled into one mosaic, with their boxes
+            scene = _mosaic(val_ann, val_img, out)
+        else:
+            scene = _synthetic_scene(out, args.scene_size)
+        report += _export_and_infer(out, ckpts, scene, steps)
     from adla.io import write_text
 
     recap = _recap(steps)
@@ -101,7 +105,7 @@ def run_demo(args) -> int:
     return 0
 
 
-def _export_and_infer(out: Path, ckpts: dict[str, Path], scene_size: int,
+def _export_and_infer(out: Path, ckpts: dict[str, Path], scene_gt: tuple[Path, Path],
                       steps: list[tuple[str, float, str]]) -> list[str]:
     from adla.export.onnx_export import export_onnx
     from adla.export.profile import compare_models, format_model_table
@@ -120,9 +124,9 @@ def _export_and_infer(out: Path, ckpts: dict[str, Path], scene_size: int,
     print(cmp_table, flush=True)
     steps.append(("bench model (baseline vs ADLA)", time.time() - t0, "see table"))
 
-    print("[4/4] tiled inference of the exported ADLA model over a large synthetic scene ...", flush=True)
+    print("[4/4] tiled inference of the exported ADLA model over a large scene ...", flush=True)
     t0 = time.time()
-    scene, gt = _synthetic_scene(out, scene_size)
+    scene, gt = scene_gt
     runs = infer_scenes([scene], onnx_path, out / "infer", tile=512, overlap=0.2, batch=4, score_thr=0.05,
                         print_summary=False)
     tiled = summary_table(runs)
@@ -160,6 +164,43 @@ def _recap(steps: list[tuple[str, float, str]]) -> str:
     lines = [f"{'step':<{w}}  {'time (s)':>8}  result", f"{'-' * w}  {'-' * 8}  {'-' * 6}"]
     lines += [f"{name:<{w}}  {sec:>8.0f}  {outcome}" for name, sec, outcome in steps]
     return "\n".join(lines)
+
+
+def _mosaic(ann: Path, image_dir: Path, out: Path, max_side: int = 8192) -> tuple[Path, Path]:
+    """The images of a COCO set placed on one canvas (row-major grid), and its ground truth as COCO json."""
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    from adla.data.coco import CocoDetection
+    from adla.io import atomic_path, write_json
+
+    ds = CocoDetection(str(ann), str(image_dir))
+    ch = max(int(r["height"]) for r in ds.images)
+    cw = max(int(r["width"]) for r in ds.images)
+    n = min(len(ds), (max_side // ch) * (max_side // cw))
+    cols = max(1, min(max_side // cw, round(math.sqrt(n * ch / cw))))
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * ch, cols * cw, 3), dtype=np.uint8)
+    anns = []
+    for i in range(n):
+        image, target = ds[i]
+        y0, x0 = (i // cols) * ch, (i % cols) * cw
+        h, w = image.shape[1:]
+        canvas[y0:y0 + h, x0:x0 + w] = image.permute(1, 2, 0).clamp(0, 255).byte().numpy()
+        for (bx0, by0, bx1, by1), lab in zip(target["boxes"].tolist(), target["labels"].tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": 1, "category_id": ds.cat_ids[lab],
+                         "bbox": [bx0 + x0, by0 + y0, bx1 - bx0, by1 - by0], "area": (bx1 - bx0) * (by1 - by0),
+                         "iscrowd": 0})
+    path, gt = out / "scene_mosaic.png", out / "scene_mosaic_gt.json"
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG", compress_level=1)
+    cats = [{"id": cid, "name": name} for cid, name in zip(ds.cat_ids, ds.class_names)]
+    write_json(gt, {"images": [{"id": 1, "file_name": path.name, "width": cols * cw, "height": rows * ch}],
+                    "annotations": anns, "categories": cats})
+    print(f"      mosaic of {n} validation images: {cols * cw} x {rows * ch} px, {len(anns)} objects")
+    return path, gt
 
 
 def _synthetic_scene(out: Path, size: int) -> tuple[Path, Path]:
