@@ -296,10 +296,14 @@ def _bench_compare(args: argparse.Namespace, models: list[str], base: dict) -> N
 
 
 def write_synthetic_scene(path: Path, side: int, block: int = 512, seed: int = 0) -> Path:
-    """A tiled 3-band uint8 GeoTIFF ``side`` x ``side``, written block-row by block-row (flat memory)."""
+    """A tiled 3-band uint8 GeoTIFF ``side`` x ``side`` of synthetic tiny-object scenery (the same object
+    density at every size, so the detections grow with the area as in a real scene), written block-row
+    by block-row (flat memory)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
+
+    from adla.data.synth import synth_image
 
     rng = np.random.default_rng(seed)
     profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8", "tiled": True,
@@ -308,7 +312,8 @@ def write_synthetic_scene(path: Path, side: int, block: int = 512, seed: int = 0
     with rasterio.open(path, "w", **profile) as ds:
         for y in range(0, side, block):
             h = min(block, side - y)
-            ds.write(rng.integers(0, 256, (3, h, side), dtype=np.uint8), window=Window(0, y, side, h))
+            img, _, _ = synth_image(h, side, rng, num_objects=max(1, h * side // 4000))
+            ds.write(img.transpose(2, 0, 1), window=Window(0, y, side, h))
     return path
 
 

@@ -12,6 +12,7 @@ tile with no valid pixel, or all zero, is reported empty and skipped.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -23,9 +24,14 @@ from adla.errors import AdlaError
 
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_SIDE = 1024  # long side of the decimated read that the stretch is computed from
+# GDAL's block cache defaults to 5 % of the machine's memory and fills up with every block a scene has
+# given, so a large scene's run would grow to that size. Tiles are read once: a small cache suffices.
+# A value the user set in the environment wins.
+GDAL_CACHE_MB = "256"
 
 
 def _rasterio():
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
     import rasterio
 
     # PNG/JPEG scenes have no georeference; that is expected here (the writers handle it), not a warning.
