@@ -150,9 +150,9 @@ def _parity(rep) -> str:
 
 
 def _load(path: Path) -> dict:
-    import json
+    from adla.io import read_json
 
-    return json.loads(Path(path).read_text())
+    return read_json(path, "ground truth")
 
 
 def _count(path: Path) -> int:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from adla.errors import AdlaError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -29,6 +31,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parsed JSON of ``path``; an AdlaError naming the file when it is missing or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdlaError(f"{what} not found", path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdlaError(f"not valid JSON ({exc})", path) from exc
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:

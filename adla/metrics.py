@@ -7,7 +7,6 @@ at 1500 detections per image. faster-coco-eval gives the official kit's numbers 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from adla.errors import AdlaError
+from adla.io import read_json
 
 AITOD_RANGES = {"verytiny": [0.0, 8.0**2], "tiny": [8.0**2, 16.0**2], "small": [16.0**2, 32.0**2],
                 "medium": [32.0**2, 1e5**2]}
@@ -56,13 +56,7 @@ def load_results(path: str | Path, gt: dict | None = None) -> list[dict]:
     the base name); an image that matches no GT image is an AdlaError.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AdlaError("results file not found", path)
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdlaError(f"not valid JSON ({exc})", path) from exc
+    data = read_json(path, "results file")
     if isinstance(data, list):
         return data
     if not isinstance(data, dict):

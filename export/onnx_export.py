@@ -43,7 +43,7 @@ from adla.anchors import generate_anchors
 from adla.checkpoint import load_model
 from adla.config import to_dict
 from adla.errors import AdlaError
-from adla.io import atomic_path
+from adla.io import atomic_path, read_json
 from adla.postprocess import PostprocessConfig
 
 from .adapters import ONNX_TRANSLATIONS, NMSAdapter, RawAdapter
@@ -114,14 +114,11 @@ def build_metadata(ckpt: dict, ckpt_path: str | Path, variant: str,
 def read_metadata(path: str | Path) -> dict:
     """The ``adla`` metadata of an ``.onnx`` file, or of an ``.engine`` through its sidecar ``<engine>.json``."""
     path = Path(path)
-    if path.suffix == ".engine":
+    if path.suffix in (".engine", ".plan"):
         side = path.with_name(path.name + ".json")
         if not side.is_file():
             raise AdlaError(f"engine metadata sidecar {side.name} not found beside the engine", path)
-        try:
-            return json.loads(side.read_text())
-        except json.JSONDecodeError as exc:
-            raise AdlaError(f"engine metadata sidecar is not valid JSON ({exc})", side) from exc
+        return read_json(side, "engine metadata sidecar")
     import onnx
 
     if not path.is_file():

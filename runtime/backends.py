@@ -170,13 +170,10 @@ class TensorRTBackend:
         trtm = _import_tensorrt()
         if not torch.cuda.is_available():
             raise AdlaError("a TensorRT engine needs a CUDA GPU; none is available", path)
+        from adla.export.onnx_export import read_metadata
+
         sidecar = path.with_name(path.name + ".json")
-        if not sidecar.is_file():
-            raise AdlaError(f"engine metadata sidecar {sidecar.name} not found beside the engine", path)
-        try:
-            meta = json.loads(sidecar.read_text())
-        except json.JSONDecodeError as exc:
-            raise AdlaError(f"engine metadata is not valid JSON ({exc})", sidecar) from exc
+        meta = read_metadata(path)
         self.device = torch.device("cuda", torch.cuda.current_device()) if device.type != "cuda" else device
         self.logger: trt.Logger = trtm.Logger(trtm.Logger.WARNING)
         self.runtime: trt.Runtime = trtm.Runtime(self.logger)

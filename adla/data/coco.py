@@ -7,7 +7,6 @@ counted drop reported once at construction (``dataset.dropped``).
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections import Counter
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from adla.errors import AdlaError
+from adla.io import read_json
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 
@@ -27,13 +27,7 @@ REQUIRED_KEYS = ("images", "annotations", "categories")
 def load_coco_json(path: str | Path) -> dict:
     """The parsed annotation file; AdlaError when missing, not JSON, or lacking a COCO detection key."""
     path = Path(path)
-    if not path.is_file():
-        raise AdlaError("annotation file not found", path)
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdlaError(f"not valid JSON ({exc})", path) from exc
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise AdlaError("not a COCO detection file: the top level is not a mapping", path)
     for key in REQUIRED_KEYS:
