@@ -162,3 +162,23 @@ def test_runtime_style_results_are_mapped_by_file_name(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(runtime_out))
     with pytest.raises(AdlaError, match="other.png"):
         load_results(tmp_path / "r.json", gt)
+
+
+def test_runtime_results_map_onto_gt_categories_by_name(tmp_path):
+    """The runtime numbers categories 1..C from the model's class names; the GT may use other ids."""
+    gt = {"images": [{"id": 7, "file_name": "scene.png", "width": 100, "height": 100}],
+          "categories": [{"id": 10, "name": "boat"}, {"id": 20, "name": "car"}],
+          "annotations": [{"id": 1, "image_id": 7, "category_id": 20, "bbox": [10, 10, 8, 8], "area": 64,
+                           "iscrowd": 0}]}
+    res = {"images": [{"id": 1, "file_name": "scene.png", "width": 100, "height": 100}],
+           "categories": [{"id": 1, "name": "car"}, {"id": 2, "name": "boat"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 8, 8], "score": 0.9}]}
+    path = tmp_path / "scene.coco.json"
+    path.write_text(json.dumps(res))
+    dets = load_results(path, gt)
+    assert dets[0]["category_id"] == 20 and dets[0]["image_id"] == 7
+    assert evaluate_detections(gt, dets)["AP50"] == 1.0
+    res["categories"][0]["name"] = "plane"
+    path.write_text(json.dumps(res))
+    with pytest.raises(AdlaError, match="plane"):
+        load_results(path, gt)
