@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="AI-TOD metrics (AP, AP50, AP75, AP_vt/t/s/m, per-class AP50) of results or a checkpoint")
     ev.add_argument("--ann", required=True, type=Path, help="ground-truth COCO json")
     src = ev.add_mutually_exclusive_group(required=True)
-    src.add_argument("--results", type=Path,
-                     help="COCO results json (a list, or a dict with an 'annotations'/'detections' list)")
+    src.add_argument("--results", type=Path, nargs="+",
+                     help="COCO results json (a list, or a dict with an 'annotations'/'detections' list); "
+                          "several files, e.g. the per-scene outputs of `adla infer`, are scored together")
     src.add_argument("--ckpt", type=Path, help="checkpoint to run over --images")
     ev.add_argument("--images", type=Path, help="image folder of --ann (with --ckpt)")
     ev.add_argument("--out", type=Path, help="write the metrics as JSON here")
@@ -103,8 +104,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.results is not None:
         if args.images or args.save_results:
             raise AdlaError("--images and --save-results go with --ckpt, not --results")
-        results = load_results(args.results, gt)
-        name = args.results.stem
+        results = [d for path in args.results for d in load_results(path, gt)]
+        name = args.results[0].stem if len(args.results) == 1 else f"{len(args.results)} result files"
     else:
         if args.images is None:
             raise AdlaError("--ckpt needs --images (the image folder of --ann)")
@@ -116,7 +117,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_metrics_table({name: metrics}))
     print(f"{metrics['num_images']} images, {metrics['num_detections']} detections")
     if args.out:
-        write_json(args.out, {"ann": str(args.ann), "source": str(args.results or args.ckpt), **metrics})
+        write_json(args.out, {"ann": str(args.ann), "source": [str(p) for p in args.results] if args.results else str(args.ckpt), **metrics})
         print(f"metrics written to {args.out}")
     return 0
 
