@@ -142,11 +142,11 @@ def _sahi_merge(preds: list[_ObjectPrediction], thr: float = 0.5) -> list[_Objec
 
 def _variant_one_tile(spec: dict, backend) -> tuple[float, dict]:
     import torch
-    from adla.runtime.readers import SceneReader
-    from adla.runtime.tiling import tile_windows
 
     from adla.anchors import generate_anchors
     from adla.postprocess import PostprocessConfig, postprocess
+    from adla.runtime.readers import SceneReader
+    from adla.runtime.tiling import tile_windows
 
     t = time.perf_counter()
     reader = SceneReader(spec["scene"])

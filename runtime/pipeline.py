@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from adla.runtime.backends import Backend, load_backend
-from adla.runtime.merge import Detections, empty_detections, merge_tiles
-from adla.runtime.readers import SceneInfo, SceneReader
-from adla.runtime.tiling import parse_shard, shard, tile_windows
-from adla.runtime.writers import write_outputs
 from tqdm import tqdm
 
 from adla.anchors import generate_anchors
 from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig, postprocess
+from adla.runtime.backends import Backend, load_backend
+from adla.runtime.merge import Detections, empty_detections, merge_tiles
+from adla.runtime.readers import SceneInfo, SceneReader
+from adla.runtime.tiling import parse_shard, shard, tile_windows
+from adla.runtime.writers import write_outputs
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".png", ".jpg", ".jpeg")
 _DONE = object()

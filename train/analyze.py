@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 import yaml
-from adla.train.assigners import ASSIGNERS, build_assigner
-from adla.train.loss import SIZE_BUCKETS, bucket_of
 from tqdm import tqdm
 
 from adla.anchors import AnchorSpec, generate_anchors
 from adla.data.coco import load_coco_json
 from adla.errors import AdlaError
 from adla.io import atomic_path, write_json
+from adla.train.assigners import ASSIGNERS, build_assigner
+from adla.train.loss import SIZE_BUCKETS, bucket_of
 
 DEFAULT_ASSIGNERS = ("maxiou", "adla", "atss")
 BUCKETS = [name for name, _, _ in SIZE_BUCKETS]

@@ -60,14 +60,13 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from adla.errors import AdlaError
     from adla.train.analyze import (
         analyze_assignment,
         format_analysis_table,
         specs_from_strings,
         write_analysis,
     )
-
-    from adla.errors import AdlaError
 
     if args.max_images is not None and args.max_images < 1:
         raise AdlaError(f"--max-images must be >= 1, got {args.max_images}")
@@ -172,10 +171,10 @@ def bench_assign(
 ) -> dict:
     """Median time and peak memory of max-IoU and ADLA per (device, GT count); a JSON-ready dict."""
     import torch
-    from adla.train.assigners import AdaptiveDynamicAssigner, MaxIoUAssigner
     from tqdm import tqdm
 
     from adla.anchors import AnchorSpec, generate_anchors
+    from adla.train.assigners import AdaptiveDynamicAssigner, MaxIoUAssigner
 
     maxiou, adla = MaxIoUAssigner(), AdaptiveDynamicAssigner()
     progress = 0.7

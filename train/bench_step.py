@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 import torch
-from adla.train.assigners import build_assigner
-from adla.train.distributed import pick_device
-from adla.train.loss import DetectionLoss
 
 from adla.anchors import generate_anchors
 from adla.config import RunConfig, load_config
 from adla.model import build_detector
+from adla.train.assigners import build_assigner
+from adla.train.distributed import pick_device
+from adla.train.loss import DetectionLoss
 
 # The small CPU model of the demo and the tests' default benchmark.
 SMALL_MODEL = ["model.backbone=resnet18", "model.norm=bn", "model.num_classes=3",

@@ -22,10 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args) -> int:
-    from adla.train.loop import train
-
     from adla.config import load_config
     from adla.metrics import format_metrics_table
+    from adla.train.loop import train
 
     overrides = list(args.set) + ([f"out_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides)

@@ -20,10 +20,6 @@ from typing import Self
 
 import numpy as np
 import torch
-from adla.train.assigners import alpha_schedule, build_assigner
-from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
-from adla.train.loss import SIZE_BUCKETS, AssignStats, DetectionLoss
-from adla.train.schedule import EpochSampler, lr_factor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -35,6 +31,10 @@ from adla.data.coco import CocoDetection, collate
 from adla.errors import AdlaError
 from adla.io import write_json, write_text
 from adla.model import build_detector
+from adla.train.assigners import alpha_schedule, build_assigner
+from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from adla.train.loss import SIZE_BUCKETS, AssignStats, DetectionLoss
+from adla.train.schedule import EpochSampler, lr_factor
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from adla.export.commands import register, register_bench
-from adla.export.tensorrt_build import tensorrt_available
 
 from adla.errors import AdlaError
+from adla.export.commands import register, register_bench
+from adla.export.tensorrt_build import tensorrt_available
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from adla.export.adapters import unpad_detections
-from adla.export.onnx_export import export_onnx, make_session, read_metadata
-from adla.export.parity import RAW_ATOL, detections_equal, random_images
 from helpers import make_checkpoint
 
 from adla.anchors import generate_anchors
 from adla.checkpoint import load_model
+from adla.export.adapters import unpad_detections
+from adla.export.onnx_export import export_onnx, make_session, read_metadata
+from adla.export.parity import RAW_ATOL, detections_equal, random_images
 from adla.postprocess import postprocess
 
 SIZE = (128, 128)

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from adla.export.compare import graphs_identical
-from adla.export.onnx_export import export_onnx
-from adla.export.profile import compare_models, count_flops, count_params, format_model_table
 from helpers import make_checkpoint
 
 from adla.checkpoint import load_model
 from adla.errors import AdlaError
+from adla.export.compare import graphs_identical
+from adla.export.onnx_export import export_onnx
+from adla.export.profile import compare_models, count_flops, count_params, format_model_table
 
 SIZE = (64, 64)
 

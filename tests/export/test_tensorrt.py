@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from adla.export.onnx_export import read_metadata
-from adla.export.tensorrt_build import EngineOptions, EngineRunner, build_engine, tensorrt_available
 
 from adla.checkpoint import load_model
 from adla.errors import AdlaError
+from adla.export.onnx_export import read_metadata
+from adla.export.tensorrt_build import EngineOptions, EngineRunner, build_engine, tensorrt_available
 
 HAS_TRT = tensorrt_available()
 _spec = importlib.util.spec_from_file_location("trt_stubs", Path(__file__).with_name("trt_stubs.py"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from adla.runtime.merge import (
     empty_detections,
     fuse_cut_boxes,

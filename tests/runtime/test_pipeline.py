@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
+from torchvision.ops import box_iou
+
+from adla.errors import AdlaError
 from adla.runtime import commands
 from adla.runtime.backends import load_backend
 from adla.runtime.pipeline import infer_scene, infer_scenes
 from adla.runtime.writers import geojson_dict
-from torchvision.ops import box_iou
-
-from adla.errors import AdlaError
 
 OPTS = {"tile": 128, "overlap": 0.2, "score_thr": 0.8, "progress": False}
 

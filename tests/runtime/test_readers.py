@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from adla.runtime.readers import SceneReader
 from rasterio.transform import from_origin
 
 from adla.errors import AdlaError
+from adla.runtime.readers import SceneReader
 
 
 @pytest.fixture()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from adla.runtime.tiling import parse_shard, shard, tile_windows
 
 from adla.errors import AdlaError
+from adla.runtime.tiling import parse_shard, shard, tile_windows
 
 
 def sahi_get_slice_bboxes(h: int, w: int, tile: int, overlap: float) -> list[list[int]]:

@@ -6,10 +6,10 @@ import argparse
 import json
 
 import pytest
-from adla.train import assign_commands
-from adla.train.analyze import analyze_assignment, format_analysis_table, parse_assigner_spec, write_analysis
 
 from adla.errors import AdlaError
+from adla.train import assign_commands
+from adla.train.analyze import analyze_assignment, format_analysis_table, parse_assigner_spec, write_analysis
 
 
 def write_coco(path, annotations, images=None):

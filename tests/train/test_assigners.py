@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.ops import box_iou
+
+from adla.anchors import AnchorSpec, anchor_levels, generate_anchors
+from adla.errors import AdlaError
 from adla.train.assigners import (
     ASSIGNERS,
     AdaptiveDynamicAssigner,
@@ -16,10 +20,6 @@ from adla.train.assigners import (
     iter_quality,
     pairwise_iou,
 )
-from torchvision.ops import box_iou
-
-from adla.anchors import AnchorSpec, anchor_levels, generate_anchors
-from adla.errors import AdlaError
 
 
 def t(rows) -> torch.Tensor:

@@ -1,8 +1,8 @@
 import torch
-from adla.train.loss import AssignStats, DetectionLoss, assign_stats, bucket_of
-from adla.train.schedule import EpochSampler, lr_factor
 
 from adla.boxes import encode
+from adla.train.loss import AssignStats, DetectionLoss, assign_stats, bucket_of
+from adla.train.schedule import EpochSampler, lr_factor
 
 
 class FixedAssigner:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from adla.train.loop import train
 
 from adla.checkpoint import load_checkpoint
 from adla.config import load_config
 from adla.data.synth import make_synth_dataset
+from adla.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["model.backbone=resnet18", "model.norm=bn", "model.num_classes=3", "model.fpn_channels=32",
