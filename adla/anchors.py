@@ -36,6 +36,10 @@ class AnchorSpec:
         """Feature-map (h, w) per level for an input of ``height`` x ``width`` (ResNet rounding: ceil)."""
         return [(math.ceil(height / s), math.ceil(width / s)) for s in self.strides]
 
+    def level_counts(self, height: int, width: int) -> list[int]:
+        """Anchors per level (P3 first) for an input of ``height`` x ``width``, in head-output order."""
+        return [fh * fw * self.num_anchors for fh, fw in self.feature_sizes(height, width)]
+
     def to_dict(self) -> dict:
         return {
             "sizes": list(self.sizes),
@@ -77,6 +81,5 @@ def generate_anchors(spec: AnchorSpec, height: int, width: int, device=None) -> 
 
 def anchor_levels(spec: AnchorSpec, height: int, width: int) -> torch.Tensor:
     """Level index [N] of every anchor (0 = P3), for per-level assigners such as ATSS."""
-    sizes = spec.feature_sizes(height, width)
-    counts = [fh * fw * spec.num_anchors for fh, fw in sizes]
+    counts = spec.level_counts(height, width)
     return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))

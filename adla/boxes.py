@@ -1,7 +1,7 @@
 """Box utilities. All boxes are ``xyxy`` in pixels unless a name says otherwise.
 
 IoU itself is torchvision's ``box_iou``; this module adds the delta coding (mmdetection's
-``DeltaXYWHBBoxCoder`` with means 0 and stds 1, as RetinaNet uses) and a chunked IoU maximum.
+``DeltaXYWHBBoxCoder`` with means 0 and stds 1, as RetinaNet uses).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import box_iou
 
 # Largest log-scale a delta may carry, as torchvision/mmdet clamp it: exp(4.135) = 62.5x.
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
@@ -46,24 +45,3 @@ def decode(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     w = aw * torch.exp(dw)
     h = ah * torch.exp(dh)
     return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
-
-
-def chunked_iou_max(
-    boxes_a: torch.Tensor, boxes_b: torch.Tensor, chunk: int = 16384
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max IoU of each box in ``boxes_b`` [G,4] over ``boxes_a`` [A,4], never holding all of A x G.
-
-    Returns (values [G], indices into A [G]). Empty ``boxes_a`` gives zeros and -1.
-    """
-    g = boxes_b.shape[0]
-    best = torch.zeros(g, device=boxes_b.device)
-    arg = torch.full((g,), -1, dtype=torch.long, device=boxes_b.device)
-    for start in range(0, boxes_a.shape[0], chunk):
-        iou = box_iou(boxes_a[start : start + chunk], boxes_b)  # [a, G]
-        if iou.numel() == 0:
-            continue
-        val, idx = iou.max(dim=0)
-        better = val > best
-        best = torch.where(better, val, best)
-        arg = torch.where(better, idx + start, arg)
-    return best, arg

@@ -98,7 +98,7 @@ def analyze_assignment(
             continue
         size = (_padded(height, size_divisor), _padded(width, size_divisor))
         if size not in anchor_cache:
-            levels = [fh * fw * anchor_spec.num_anchors for fh, fw in anchor_spec.feature_sizes(*size)]
+            levels = anchor_spec.level_counts(*size)
             anchor_cache[size] = (generate_anchors(anchor_spec, *size), levels)
         anchors, levels = anchor_cache[size]
         gt = torch.tensor(boxes, dtype=torch.float32)

@@ -45,7 +45,7 @@ def bench_train_step(*, config: str | None = None, size: int = 512, batch: int =
     targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
     spec = cfg.model.anchors
     anchors = generate_anchors(spec, size, size, device=dev)
-    counts = [fh * fw * spec.num_anchors for fh, fw in spec.feature_sizes(size, size)]
+    counts = spec.level_counts(size, size)
     torch.manual_seed(0)
     base = build_detector(cfg.model).to(dev)
     runs = {}

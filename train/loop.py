@@ -215,8 +215,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
     def anchors_for(h: int, w: int):
         if (h, w) not in anchor_cache:
             spec = cfg.model.anchors
-            counts = [fh * fw * spec.num_anchors for fh, fw in spec.feature_sizes(h, w)]
-            anchor_cache[(h, w)] = (generate_anchors(spec, h, w, device=dev), counts)
+            anchor_cache[(h, w)] = (generate_anchors(spec, h, w, device=dev), spec.level_counts(h, w))
         return anchor_cache[(h, w)]
 
     def save(path: Path, epoch: int, iter_in_epoch: int, global_iter: int, partial: dict | None = None) -> Path:
