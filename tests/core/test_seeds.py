@@ -1,0 +1,40 @@
+"""Seed spread: mean +- sample std per model and the paired difference, by hand."""
+
+import math
+
+import pytest
+
+from adla.seeds import format_seed_table, mean_std, plot_seeds, summarize
+
+
+def _m(ap50: float, car: float, vt: float = -1.0) -> dict:
+    return {"AP50": ap50, "AP_vt": vt, "per_class_AP50": {"car": car, "bus": -1.0}}
+
+
+def test_mean_and_sample_std():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_paired_difference_per_seed():
+    runs = {"maxiou": [_m(0.10, 0.30), _m(0.20, 0.40)], "adla": [_m(0.25, 0.35), _m(0.30, 0.50)]}
+    rows = summarize(runs, "maxiou", "adla", classes=["car", "bus"])
+    assert [r["metric"] for r in rows] == ["AP50", "AP50 car"]  # AP_vt and bus undefined (-1): left out
+    ap50 = rows[0]
+    assert ap50["maxiou"] == pytest.approx((15.0, math.sqrt(50.0)))
+    assert ap50["adla"] == pytest.approx((27.5, math.sqrt(12.5)))
+    assert ap50["diff"] == pytest.approx((12.5, math.sqrt(12.5)))  # paired: +15 and +10
+    assert ap50["diff_range"] == pytest.approx((10.0, 15.0))
+    table = format_seed_table(rows, "maxiou", "adla", {"maxiou": "max-IoU", "adla": "ADLA"}, seeds=2)
+    assert "ADLA - max-IoU (paired)" in table and "+12.5 +- 3.5" in table and "+10.0..+15.0" in table
+
+
+def test_unpaired_runs_are_refused():
+    with pytest.raises(ValueError, match="same number of seeds"):
+        summarize({"a": [_m(0.1, 0.1)], "b": []}, "a", "b")
+
+
+def test_plot_is_written(tmp_path):
+    runs = {"maxiou": [_m(0.10, 0.30), _m(0.20, 0.40)], "adla": [_m(0.25, 0.35), _m(0.30, 0.50)]}
+    path = plot_seeds(summarize(runs, "maxiou", "adla", ["car"]), "maxiou", "adla", tmp_path / "s.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
