@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+
+from adla.ranges import check_ranges
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,10 @@ class AnchorSpec:
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
     center_offset: float = 0.0  # in strides; mmdetection's RetinaNet uses 0
 
+    RANGES: ClassVar[dict[str, str]] = {"sizes": "> 0", "strides": ">= 1", "scales": "> 0", "ratios": "> 0"}
+
     def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
         if len(self.sizes) != len(self.strides):
             raise ValueError(f"anchor sizes {self.sizes} and strides {self.strides} differ in length")
 

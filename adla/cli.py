@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from adla import __version__
-from adla.errors import AdlaError
+from adla.errors import AdlaError, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AdlaError as exc:
-        print(f"adla: error: {exc}", file=sys.stderr)
+        print(f"adla: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: a bug, keep the traceback
+            raise
+        # a path the user gave cannot be read or written (permissions, a file where a folder must be)
+        print(f"adla: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("adla: interrupted", file=sys.stderr)

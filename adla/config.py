@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -19,6 +19,7 @@ from adla.anchors import AnchorSpec
 from adla.errors import AdlaError
 from adla.model import ModelConfig
 from adla.postprocess import PostprocessConfig
+from adla.ranges import ConfigValueError, check_ranges
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class LossConfig:
     focal_gamma: float = 2.0
     box_weight: float = 1.0
 
+    RANGES: ClassVar[dict[str, str]] = {"focal_alpha": "[0, 1]", "focal_gamma": ">= 0", "box_weight": ">= 0"}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -49,6 +55,19 @@ class DataConfig:
     batch_size: int = 2  # per process
     num_workers: int = 2
     size_divisor: int = 32
+    # augmentation (adla.data.augment): the AI-TOD paper configs keep flips only
+    rot90: bool = False  # all 8 flips/90-degree rotations (replaces hflip/vflip)
+    crop: int | None = None  # square random crop side (px) at training, zero-padded where the image is smaller
+    scale: tuple[float, ...] = (1.0, 1.0)  # log-uniform resize range before the crop
+    min_visible: float = 0.5  # a box cut by the crop is kept when this share of it is inside
+    photometric: float = 0.0  # brightness/contrast/saturation jitter strength (0.2 = +-20 %)
+
+    RANGES: ClassVar[dict[str, str]] = {"hflip": "[0, 1]", "vflip": "[0, 1]", "batch_size": ">= 1",
+                                        "num_workers": ">= 0", "size_divisor": ">= 1", "crop": ">= 8",
+                                        "scale": "> 0", "min_visible": "[0, 1]", "photometric": "[0, 1)"}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,22 @@ class OptimConfig:
     lr_gamma: float = 0.1
     grad_clip: float | None = 35.0
     amp: bool = True  # only on CUDA
+    # an iteration budget instead of epochs (for small data sets): when set, ``epochs`` is ignored and the
+    # run ends after ``iters`` iterations (step milestones still count epochs; cosine spans the budget)
+    iters: int | None = None
+    schedule: str = "step"  # "step" (milestones, in epochs) or "cosine" (to min_lr_ratio over the run)
+    min_lr_ratio: float = 0.01
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off), evaluated and saved
+    ema_warmup: int = 200  # iterations over which the EMA decay ramps up: decay * (1 - exp(-step / ema_warmup))
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "epochs": ">= 1", "lr": "> 0", "momentum": "[0, 1)", "weight_decay": ">= 0", "warmup_iters": ">= 0",
+        "warmup_ratio": "(0, 1]", "milestones": ">= 1", "lr_gamma": "> 0", "grad_clip": ">= 0",
+        "iters": ">= 1", "schedule": "in step|cosine", "min_lr_ratio": "[0, 1]", "ema": "[0, 1)",
+        "ema_warmup": ">= 1"}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
 
 
 @dataclass(frozen=True)
@@ -79,6 +114,11 @@ class RunConfig:
     out_dir: str = "runs/default"
     log_every: int = 20
     eval_every: int = 0  # epochs between evaluations; 0 = only at the end
+
+    RANGES: ClassVar[dict[str, str]] = {"log_every": ">= 1", "eval_every": ">= 0"}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
 
 
 def to_dict(cfg: Any) -> Any:
@@ -149,6 +189,8 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
+    except ConfigValueError as exc:  # a value out of its range: name the full key
+        raise AdlaError(f"{where}.{exc.field}: {exc.reason}") from exc
     except (TypeError, ValueError) as exc:
         raise AdlaError(f"{where}: {exc}") from exc
 
@@ -194,7 +236,7 @@ def _check_path(cls: type, dotted: str) -> None:
             if node is dict or typing.get_origin(node) is dict:
                 return  # free-form (assigner params): checked by the component itself
             raise AdlaError(f"override {dotted}: {k} is not a section")
-        hints = typing.get_type_hints(node)
+        hints = {n: t for n, t in typing.get_type_hints(node).items() if n in {f.name for f in fields(node)}}
         if k not in hints:
             raise AdlaError(f"override {dotted}: unknown key {k!r}; known: {sorted(hints)}")
         node = hints[k]

@@ -17,20 +17,41 @@ from adla.errors import AdlaError
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise AdlaError(f"cannot write here: {_reason(exc, path)}", path) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600 files: give the result the usual umask mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if exc.filename is None or Path(exc.filename) != tmp_path:
+                raise  # about another file: not ours to describe
+            raise AdlaError(f"cannot write ({exc.strerror or exc})", path) from exc
+        try:
+            if tmp_path.exists():  # mkstemp makes 0600 files: give the result the usual umask mode
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp_path, 0o666 & ~umask)
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise AdlaError(f"cannot write ({exc.strerror or exc})", path) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _reason(exc: OSError, path: Path) -> str:
+    """Why ``path`` cannot be created, in words: the first ancestor that is a file, or the OS's reason."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    return exc.strerror or str(exc)
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

@@ -8,6 +8,7 @@ at 1500 detections per image. faster-coco-eval gives the official kit's numbers 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,57 @@ def load_gt(gt: str | Path | dict) -> dict:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise AdlaError(f"not a COCO detection file: no {key!r} list", where)
+    _check_gt_records(data, where)
     for ann in data["annotations"]:
         if "area" not in ann:
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
         ann.setdefault("iscrowd", 0)
     return data
+
+
+def _finite_box(bbox: Any) -> bool:
+    """True for [x, y, w, h]: a list of 4 finite numbers."""
+    return (isinstance(bbox, list) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox))
+
+
+def _hashable_id(value: Any) -> bool:
+    """True for an integer id (the COCO format's; the scorer indexes records by them)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_gt_records(data: dict, where: str | None) -> None:
+    """AdlaError naming the file and the first record that the scorer could not use."""
+    for key, required in (("images", ("id",)), ("categories", ("id", "name")),
+                          ("annotations", ("id", "image_id", "category_id", "bbox"))):
+        for i, rec in enumerate(data[key]):
+            if not isinstance(rec, dict):
+                raise AdlaError(f"{key}[{i}] is not a mapping: {rec!r:.80}", where)
+            missing = [k for k in required if k not in rec]
+            if missing:
+                raise AdlaError(f"{key}[{i}] (id {rec.get('id')!r:.40}) has no {missing[0]!r}", where)
+            bad = [k for k in required if k != "bbox" and k != "name" and not _hashable_id(rec[k])]
+            if bad:
+                raise AdlaError(f"{key}[{i}]: {bad[0]} must be an integer, got {rec[bad[0]]!r:.40}", where)
+    ids = {key: {r["id"] for r in data[key]} for key in ("images", "categories")}
+    for key in ("images", "categories", "annotations"):
+        if len({r["id"] for r in data[key]}) != len(data[key]):
+            raise AdlaError(f"duplicate ids in {key!r}", where)
+    for i, ann in enumerate(data["annotations"]):
+        if not _finite_box(ann["bbox"]):
+            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): bbox must be 4 finite numbers [x, y, w, h], "
+                            f"got {ann['bbox']!r:.60}", where)
+        area = ann.get("area", ann["bbox"][2] * ann["bbox"][3])
+        if not (isinstance(area, (int, float)) and math.isfinite(area)):
+            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): area must be a finite number", where)
+        if ann.get("iscrowd", 0) not in (0, 1):
+            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): iscrowd must be 0 or 1", where)
+        if ann["image_id"] not in ids["images"]:
+            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): image_id {ann['image_id']!r} is not an image",
+                            where)
+        if ann["category_id"] not in ids["categories"]:
+            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): category_id {ann['category_id']!r} is not a "
+                            "category", where)
 
 
 def load_results(path: str | Path, gt: dict | None = None) -> list[dict]:
@@ -58,17 +105,52 @@ def load_results(path: str | Path, gt: dict | None = None) -> list[dict]:
     path = Path(path)
     data = read_json(path, "results file")
     if isinstance(data, list):
-        return data
+        dets = _check_result_records(data, path)
+        if gt is not None:
+            _check_results(gt, dets, path)
+        return dets
     if not isinstance(data, dict):
         raise AdlaError("expected a list of detections", path)
     dets = next((data[k] for k in ("annotations", "detections") if isinstance(data.get(k), list)), None)
     if dets is None:
         raise AdlaError("expected a list of detections, or a dict with an 'annotations' or 'detections' list",
                         path)
+    dets = _check_result_records(dets, path)
     if gt is not None and isinstance(data.get("images"), list):
-        dets = _map_image_ids(dets, data["images"], gt, path)
+        dets = _map_image_ids(dets, _id_records(data["images"], "images", path), gt, path)
     if gt is not None and isinstance(data.get("categories"), list):
-        dets = _map_categories(dets, data["categories"], gt, path)
+        dets = _map_categories(dets, _id_records(data["categories"], "categories", path), gt, path)
+    if gt is not None:  # name the file here: the scorer sees only the merged list
+        _check_results(gt, dets, path)
+    return dets
+
+
+def _id_records(records: list, key: str, path: Path) -> list[dict]:
+    """``records`` when each is a mapping with an integer 'id'; AdlaError naming the file otherwise."""
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or not _hashable_id(rec.get("id")):
+            raise AdlaError(f"{key}[{i}] must be a mapping with an integer 'id', got {rec!r:.60}", path)
+    return records
+
+
+def _check_result_records(dets: list, path: Path) -> list[dict]:
+    """The detections, each checked: a mapping with image_id, category_id, bbox (4 finite numbers) and a
+    finite score; AdlaError naming the file and the first bad one."""
+    for i, d in enumerate(dets):
+        if not isinstance(d, dict):
+            raise AdlaError(f"detection {i} is not a mapping: {d!r:.80}", path)
+        missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in d]
+        if missing:
+            raise AdlaError(f"detection {i} has no {missing[0]!r}", path)
+        for k in ("image_id", "category_id"):
+            if not _hashable_id(d[k]):
+                raise AdlaError(f"detection {i}: {k} must be an integer, got {d[k]!r:.40}", path)
+        if not _finite_box(d["bbox"]):
+            raise AdlaError(f"detection {i}: bbox must be 4 finite numbers [x, y, w, h], got {d['bbox']!r:.60}",
+                            path)
+        score = d["score"]
+        if not (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)):
+            raise AdlaError(f"detection {i}: score must be a finite number, got {score!r:.40}", path)
     return dets
 
 
@@ -101,7 +183,7 @@ def _map_image_ids(dets: list[dict], images: list[dict], gt: dict, path: Path) -
     return [dict(d, image_id=mapping.get(d.get("image_id"), d.get("image_id"))) for d in dets]
 
 
-def _check_results(gt: dict, results: list[dict]) -> list[dict]:
+def _check_results(gt: dict, results: list[dict], path: Path | None = None) -> list[dict]:
     """Validated copies of the detections; AdlaError on unknown image/category ids or bad entries."""
     img_ids = {img["id"] for img in gt["images"]}
     cat_ids = {c["id"] for c in gt["categories"]}
@@ -112,9 +194,11 @@ def _check_results(gt: dict, results: list[dict]) -> list[dict]:
             det = {"image_id": r["image_id"], "category_id": r["category_id"], "bbox": bbox,
                    "score": float(r["score"])}
         except (KeyError, TypeError, ValueError) as exc:
-            raise AdlaError(f"detection {i} ({r!r:.100}) lacks image_id/category_id/bbox/score ({exc})") from exc
-        if len(bbox) != 4:
-            raise AdlaError(f"detection {i}: bbox must be [x, y, w, h], got {bbox}")
+            raise AdlaError(f"detection {i} ({r!r:.100}) lacks image_id/category_id/bbox/score ({exc})",
+                            path) from exc
+        if len(bbox) != 4 or not all(math.isfinite(v) for v in bbox) or not math.isfinite(det["score"]):
+            raise AdlaError(f"detection {i}: bbox must be [x, y, w, h] and score a number, all finite; got "
+                            f"{bbox}, {det['score']}", path)
         if det["image_id"] not in img_ids:
             bad_img.add(det["image_id"])
         if det["category_id"] not in cat_ids:
@@ -122,10 +206,10 @@ def _check_results(gt: dict, results: list[dict]) -> list[dict]:
         out.append(det)
     if bad_img:
         raise AdlaError(f"{len(bad_img)} image id(s) in the results are not in the ground truth, "
-                        f"e.g. {sorted(bad_img, key=str)[:5]}: results and annotations do not match")
+                        f"e.g. {sorted(bad_img, key=str)[:5]}: results and annotations do not match", path)
     if bad_cat:
         raise AdlaError(f"category id(s) {sorted(bad_cat, key=str)[:5]} in the results are not in the ground "
-                        f"truth (known: {sorted(cat_ids)})")
+                        f"truth (known: {sorted(cat_ids)})", path)
     return out
 
 

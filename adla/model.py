@@ -11,6 +11,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +22,32 @@ from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 
 from adla.anchors import AnchorSpec
 from adla.errors import AdlaError
+from adla.ranges import check_ranges
 
 BACKBONES = {"resnet18": models.resnet18, "resnet34": models.resnet34, "resnet50": models.resnet50,
              "resnet101": models.resnet101}
-NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
+NORMS = ("auto", "frozen_bn", "bn", "gn")
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups (Wu and He 2018), fewer when the channels do not divide."""
+    groups = max(g for g in range(1, max_groups + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def resolved_norm(cfg: ModelConfig) -> str:
+    """The norm a config builds: ``auto`` is frozen BN over given backbone weights, GroupNorm from scratch.
+
+    From-scratch training at 2-8 images a batch is where BatchNorm's statistics are poor; He et al.,
+    "Rethinking ImageNet Pre-training" (ICCV 2019) train detectors from scratch with GroupNorm.
+    """
+    if cfg.norm == "auto":
+        return "frozen_bn" if cfg.backbone_weights else "gn"
+    return cfg.norm
+
+
+def _norm_layer(name: str):
+    return {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d, "gn": group_norm}[name]
 
 
 @dataclass(frozen=True)
@@ -33,7 +56,8 @@ class ModelConfig:
 
     backbone: str = "resnet50"
     backbone_weights: str | None = None  # local torchvision state dict; no downloads
-    norm: str = "frozen_bn"  # "frozen_bn" (pretrained backbones) or "bn" (training from scratch)
+    # "auto": frozen_bn with backbone_weights, gn without; or "frozen_bn", "bn", "gn" (backbone, FPN, heads)
+    norm: str = "auto"
     frozen_stages: int = 1  # stem + layer1 frozen, as mmdetection's RetinaNet; ignored without weights
     num_classes: int = 8
     fpn_channels: int = 256
@@ -44,13 +68,19 @@ class ModelConfig:
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     anchors: AnchorSpec = field(default_factory=AnchorSpec)
 
+    RANGES: ClassVar[dict[str, str]] = {"frozen_stages": "[-1, 4]", "num_classes": ">= 1", "fpn_channels": ">= 1",
+                                        "head_channels": ">= 1", "head_convs": ">= 0", "prior_prob": "(0, 1)"}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
+
 
 def _backbone(cfg: ModelConfig) -> tuple[nn.Module, list[int]]:
     if cfg.backbone not in BACKBONES:
         raise AdlaError(f"unknown backbone {cfg.backbone!r}; choose one of {sorted(BACKBONES)}")
     if cfg.norm not in NORMS:
-        raise AdlaError(f"unknown norm {cfg.norm!r}; choose one of {sorted(NORMS)}")
-    net = BACKBONES[cfg.backbone](weights=None, norm_layer=NORMS[cfg.norm])
+        raise AdlaError(f"unknown model.norm {cfg.norm!r}; choose one of {list(NORMS)}")
+    net = BACKBONES[cfg.backbone](weights=None, norm_layer=_norm_layer(resolved_norm(cfg)))
     if cfg.backbone_weights:
         path = Path(cfg.backbone_weights)
         if not path.is_file():
@@ -74,13 +104,19 @@ def _backbone(cfg: ModelConfig) -> tuple[nn.Module, list[int]]:
 
 
 class Head(nn.Module):
-    """A stack of 3x3 conv + ReLU shared across levels, then a 3x3 output conv."""
+    """A stack of 3x3 conv (+ GroupNorm with ``group_norm``) + ReLU shared across levels, then a 3x3 output conv.
 
-    def __init__(self, in_ch: int, width: int, depth: int, out_ch: int):
+    The GN variant is mmdetection's RetinaNet GN head: one set of GN weights shared by all levels.
+    """
+
+    def __init__(self, in_ch: int, width: int, depth: int, out_ch: int, group_norm_layers: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(depth):
-            layers += [nn.Conv2d(in_ch if i == 0 else width, width, 3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(in_ch if i == 0 else width, width, 3, padding=1))
+            if group_norm_layers:
+                layers.append(group_norm(width))
+            layers.append(nn.ReLU(inplace=True))
         self.tower = nn.Sequential(*layers)
         self.out = nn.Conv2d(width if depth else in_ch, out_ch, 3, padding=1)
         for m in self.modules():
@@ -103,10 +139,11 @@ class Detector(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.body, in_channels = _backbone(cfg)
-        self.fpn = FeaturePyramidNetwork(in_channels, cfg.fpn_channels)
+        gn = resolved_norm(cfg) == "gn"
+        self.fpn = FeaturePyramidNetwork(in_channels, cfg.fpn_channels, norm_layer=group_norm if gn else None)
         a, c = cfg.anchors.num_anchors, cfg.num_classes
-        self.cls_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * c)
-        self.box_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * 4)
+        self.cls_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * c, gn)
+        self.box_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * 4, gn)
         nn.init.constant_(self.cls_head.out.bias, -math.log((1 - cfg.prior_prob) / cfg.prior_prob))
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)

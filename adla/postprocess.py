@@ -6,11 +6,13 @@ Kept apart from the model: the loss never calls it, export may place it inside o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from adla.boxes import decode
+from adla.ranges import check_ranges
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,12 @@ class PostprocessConfig:
     pre_nms_topk: int = 3000
     nms_iou: float = 0.5
     max_dets: int = 3000
+
+    RANGES: ClassVar[dict[str, str]] = {"score_thr": "[0, 1]", "pre_nms_topk": ">= 1", "nms_iou": "[0, 1]",
+                                        "max_dets": ">= 1"}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.RANGES)
 
 
 def postprocess_image(

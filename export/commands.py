@@ -54,7 +54,10 @@ def _default_out(args: argparse.Namespace) -> Path:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    out = args.out or _default_out(args)
+    from adla.checks import check_output_file, check_readable_file
+
+    check_readable_file(args.ckpt, "checkpoint")
+    out = check_output_file(args.out or _default_out(args), "--out")  # before the export, not after
     if args.format == "engine":
         return _export_engine(args, out)
     from .onnx_export import check_input_size, export_onnx

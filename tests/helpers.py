@@ -39,3 +39,18 @@ def make_checkpoint(path: Path, overrides: list[str] | None = None, seed: int = 
     model = build_detector(cfg.model).eval()
     names = class_names or [f"class{i}" for i in range(cfg.model.num_classes)]
     return save_checkpoint(path, cfg, model, names, epoch=0, iteration=0)
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A folder path in which nothing can be written: under a read-only folder, or (as root, whom file
+    modes do not stop) under /sys, where even root cannot create files."""
+    import os
+
+    if os.geteuid() == 0:
+        path = Path("/sys/adla-test-not-writable")
+        assert not path.exists()
+        return path / "sub"
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o500)
+    return ro / "sub"

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from adla.checks import check_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -26,6 +28,8 @@ class DistInfo:
 
 
 def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """The torch device of ``device`` (auto, cpu, cuda, cuda:N); AdlaError when CUDA is asked but absent."""
+    check_device(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":

@@ -27,14 +27,16 @@ from tqdm import tqdm
 from adla.anchors import generate_anchors
 from adla.checkpoint import load_checkpoint, save_checkpoint
 from adla.config import RunConfig, dump_yaml, to_dict
+from adla.data.augment import AugmentOptions
 from adla.data.coco import CocoDetection, collate
+from adla.data.verify import check_has_boxes, check_image_headers
 from adla.errors import AdlaError
 from adla.io import write_json, write_text
 from adla.model import build_detector
 from adla.train.assigners import alpha_schedule, build_assigner
 from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from adla.train.loss import SIZE_BUCKETS, AssignStats, DetectionLoss
-from adla.train.schedule import EpochSampler, lr_factor
+from adla.train.schedule import EpochSampler, WeightEMA, lr_factor
 
 
 @dataclass
@@ -100,11 +102,30 @@ def build_datasets(cfg: RunConfig) -> tuple[CocoDetection, CocoDetection | None]
     d = cfg.data
     if not d.train_ann or not d.train_images:
         raise AdlaError("data.train_ann and data.train_images must be set (config or --set)")
-    train_ds = CocoDetection(d.train_ann, d.train_images, train=True, hflip=d.hflip, vflip=d.vflip, seed=cfg.seed)
+    lo, hi = (tuple(d.scale) * 2)[:2]
+    aug = AugmentOptions(hflip=d.hflip, vflip=d.vflip, rot90=d.rot90, crop=d.crop, scale=(lo, hi),
+                         min_visible=d.min_visible, photometric=d.photometric)
+    train_ds = CocoDetection(d.train_ann, d.train_images, train=True, augment=aug, seed=cfg.seed)
     val_ds = CocoDetection(d.val_ann, d.val_images, train=False) if d.val_ann and d.val_images else None
     if len(train_ds) == 0:
         raise AdlaError("the training set has no images", d.train_ann)
+    check_has_boxes(train_ds)
+    for ds in (train_ds, val_ds) if val_ds is not None else (train_ds,):
+        check_image_headers(ds)  # a corrupt image stops the run now, not when an epoch reaches it
     return train_ds, val_ds
+
+
+def _worker_init(_worker_id: int) -> None:
+    # One thread per loader worker: with torch's default (one per core) the workers' OpenMP pools
+    # compete with the training step's on a small machine and an epoch takes several times longer.
+    torch.set_num_threads(1)
+
+
+def plan_iterations(cfg: RunConfig, iters_per_epoch: int) -> tuple[int, int]:
+    """(epochs, total iterations) of a run: ``optim.iters`` when set (the last epoch may be partial)."""
+    if cfg.optim.iters:
+        return math.ceil(cfg.optim.iters / max(iters_per_epoch, 1)), cfg.optim.iters
+    return cfg.optim.epochs, cfg.optim.epochs * iters_per_epoch
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -134,6 +155,30 @@ def evaluate_model(model, dataset: CocoDetection, cfg: RunConfig, device, progre
     results = predict_dataset(model, dataset, batch_size=max(cfg.data.batch_size, 1), device=device,
                               post_cfg=cfg.eval, progress=progress)
     return evaluate_detections(dataset.ann_file, results, class_names=dataset.class_names)
+
+
+def _final_metrics(model, train_ds: CocoDetection, val_ds: CocoDetection | None, cfg: RunConfig, dev,
+                   progress: bool, max_train_images: int = 50) -> dict:
+    """Validation metrics (when there is a validation set) plus ``train/...`` AP on up to 50 training images.
+
+    The training-set AP next to the validation AP shows under-fitting (both low) apart from
+    over-fitting (training high, validation low).
+    """
+    from adla.metrics import evaluate_detections
+    from adla.predict import predict_dataset
+
+    metrics = evaluate_model(model, val_ds, cfg, dev, progress) if val_ds is not None else {}
+    sub = train_ds.subset_file(max_train_images, Path(cfg.out_dir) / "train_subset.json")
+    plain = CocoDetection(sub, train_ds.image_dir, train=False)
+    results = predict_dataset(model, plain, batch_size=max(cfg.data.batch_size, 1), device=dev,
+                              post_cfg=cfg.eval, progress=progress)
+    on_train = evaluate_detections(sub, results, class_names=plain.class_names)
+    metrics.update({f"train/{k}": v for k, v in on_train.items() if k in ("AP", "AP50", "AP_vt", "AP_t", "AP_s")})
+    parts = [f"training set ({len(plain)} images): AP50 {100 * on_train['AP50']:.1f}"]
+    if val_ds is not None:
+        parts.append(f"validation: AP50 {100 * metrics['AP50']:.1f}")
+    print("; ".join(parts), flush=True)
+    return metrics
 
 
 def train(cfg: RunConfig, *, resume: str | Path | bool | None = None, device: str = "auto",
@@ -172,12 +217,16 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
     loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler, generator=loader_gen,
                         num_workers=cfg.data.num_workers, drop_last=False,
                         collate_fn=functools.partial(collate, size_divisor=cfg.data.size_divisor),
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=_worker_init)
     iters_per_epoch = math.ceil(sampler.per_rank / cfg.data.batch_size)
+    epochs, total_iters = plan_iterations(cfg, iters_per_epoch)
 
     model = build_detector(cfg.model).to(dev)
     if state is not None:
         model.load_state_dict(state["model"])
+    ema = WeightEMA(model, cfg.optim.ema, cfg.optim.ema_warmup) if cfg.optim.ema > 0 else None
+    if ema is not None and state is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                           weight_decay=cfg.optim.weight_decay)
@@ -228,10 +277,10 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
             return path
         return save_checkpoint(path, cfg, model, train_ds.class_names, epoch=epoch, iter_in_epoch=iter_in_epoch,
                                iteration=global_iter, optimizer=opt.state_dict(), scaler=scaler.state_dict(),
-                               rng=rng, history=history, world_size=info.world_size, partial_epoch=partial)
+                               rng=rng, history=history, world_size=info.world_size, partial_epoch=partial,
+                               ema=ema.state_dict() if ema is not None else None)
 
     global_iter = start_epoch * iters_per_epoch + start_iter
-    epochs = cfg.optim.epochs
     interrupted = False
     last_ckpt: Path | None = None
     stop_now = False
@@ -239,6 +288,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
         for epoch in range(start_epoch, epochs):
             first = start_iter if epoch == start_epoch else 0
             sampler.set_epoch(epoch, start=first * cfg.data.batch_size)
+            train_ds.set_epoch(epoch)
+            epoch_iters = min(iters_per_epoch, total_iters - epoch * iters_per_epoch)
             loader_gen.manual_seed((cfg.seed * 1_000_003 + epoch) * 64 + info.rank)
             ddp_model.train()
             t0 = time.time()
@@ -251,14 +302,17 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
                 p = state["partial_epoch"]
                 sums, steps, t0 = p["sums"].clone(), p["steps"], time.time() - p["time_s"]
                 stats = AssignStats(p["gts"].clone(), p["positives"].clone(), p["zero_pos"].clone())
-            bar = tqdm(loader, total=iters_per_epoch - first, disable=not progress, leave=False,
+            bar = tqdm(loader, total=epoch_iters - first, disable=not progress, leave=False,
                        desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True)
             it = first
             for images, targets in bar:
-                prog = (epoch + it / iters_per_epoch) / epochs
+                if it >= epoch_iters:  # the iteration budget ends inside this epoch
+                    break
+                prog = global_iter / total_iters
                 factor = lr_factor(global_iter, iters_per_epoch, warmup_iters=cfg.optim.warmup_iters,
                                    warmup_ratio=cfg.optim.warmup_ratio, milestones=cfg.optim.milestones,
-                                   gamma=cfg.optim.lr_gamma)
+                                   gamma=cfg.optim.lr_gamma, schedule=cfg.optim.schedule,
+                                   total_iters=total_iters, min_ratio=cfg.optim.min_lr_ratio)
                 for g in opt.param_groups:
                     g["lr"] = cfg.optim.lr * factor
                 images = images.to(dev, non_blocking=True)
@@ -276,6 +330,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
                     torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
                 scaler.step(opt)
                 scaler.update()
+                if ema is not None:
+                    ema.update(model)
                 sums += torch.tensor([losses["cls"].item(), losses["box"].item(), losses["total"].item()],
                                      dtype=torch.float64)
                 stats.add(st)
@@ -292,13 +348,13 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
                 if stop_now:
                     break
             bar.close()
-            interrupted = it < iters_per_epoch
+            interrupted = it < epoch_iters
             if interrupted:
                 partial = {"sums": sums, "steps": steps, "time_s": time.time() - t0, "gts": stats.gts,
                            "positives": stats.positives, "zero_pos": stats.zero_pos}
                 last_ckpt = save(out / "last.pt", epoch, it, global_iter, partial)
                 if info.is_main:
-                    print(f"stopped at epoch {epoch + 1} iteration {it}/{iters_per_epoch}; "
+                    print(f"stopped at epoch {epoch + 1} iteration {it}/{epoch_iters}; "
                           f"checkpoint {last_ckpt} (resume with --resume)")
                 break
             # epoch summary, reduced over ranks
@@ -310,13 +366,13 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
             row = {"epoch": epoch + 1, "iterations": global_iter, "lr": cfg.optim.lr * factor,
                    "loss": packed[2].item() / steps_all, "loss_cls": packed[0].item() / steps_all,
                    "loss_box": packed[1].item() / steps_all, **total.summary(),
-                   "alpha": current_alpha(assigner, (epoch + 1) / epochs), "time_s": time.time() - t0,
+                   "alpha": current_alpha(assigner, global_iter / total_iters), "time_s": time.time() - t0,
                    "world_size": info.world_size}
             history.append(row)
             if cfg.eval_every and val_ds is not None and (epoch + 1) % cfg.eval_every == 0 \
                     and epoch + 1 < epochs and evaluate:
                 if info.is_main:
-                    m = evaluate_model(model, val_ds, cfg, dev, progress)
+                    m = evaluate_model(ema.model if ema is not None else model, val_ds, cfg, dev, progress)
                     row.update({f"val/{k}": v for k, v in m.items() if isinstance(v, float)})
                 barrier(info)
             last_ckpt = save(out / "last.pt", epoch + 1, 0, global_iter)
@@ -336,11 +392,12 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
 
     metrics = None
     if not interrupted and info.is_main:
-        final = save_checkpoint(out / "model.pt", cfg, model, train_ds.class_names, epoch=epochs,
+        final_model = ema.model if ema is not None else model  # the EMA weights are the ones deployed
+        final = save_checkpoint(out / "model.pt", cfg, final_model, train_ds.class_names, epoch=epochs,
                                 iteration=global_iter, history=history)
         last_ckpt = last_ckpt or final
-        if evaluate and val_ds is not None:
-            metrics = evaluate_model(model, val_ds, cfg, dev, progress)
+        if evaluate:
+            metrics = _final_metrics(final_model, train_ds, val_ds, cfg, dev, progress)
             write_json(out / "metrics.json", metrics)
     barrier(info)
     if tb is not None:

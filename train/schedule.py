@@ -9,14 +9,59 @@ from torch.utils.data import Sampler
 
 
 def lr_factor(iteration: int, iters_per_epoch: int, *, warmup_iters: int, warmup_ratio: float,
-              milestones: tuple[int, ...], gamma: float) -> float:
-    """Multiplier of the base lr at a global iteration: linear warm-up, then step decay at epochs."""
-    epoch = iteration // max(iters_per_epoch, 1)
-    factor = gamma ** sum(1 for m in milestones if epoch >= m)
+              milestones: tuple[int, ...], gamma: float, schedule: str = "step", total_iters: int = 0,
+              min_ratio: float = 0.01) -> float:
+    """Multiplier of the base lr at a global iteration: linear warm-up, then a decay.
+
+    ``schedule="step"``: times ``gamma`` at each epoch of ``milestones``. ``schedule="cosine"``: half a
+    cosine from 1 at the end of the warm-up to ``min_ratio`` at ``total_iters``.
+    """
+    if schedule == "cosine":
+        span = max(total_iters - warmup_iters, 1)
+        t = min(max(iteration - warmup_iters, 0) / span, 1.0)
+        factor = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    else:
+        epoch = iteration // max(iters_per_epoch, 1)
+        factor = gamma ** sum(1 for m in milestones if epoch >= m)
     if iteration < warmup_iters:
         k = iteration / warmup_iters
         factor *= warmup_ratio + (1 - warmup_ratio) * k
     return factor
+
+
+class WeightEMA:
+    """Exponential moving average of a model's weights and buffers, for evaluation and export.
+
+    Uses ``torch.optim.swa_utils.AveragedModel``; the decay ramps up as ``decay * (1 - exp(-n / warmup))``
+    over the first updates (as YOLOX and mmdetection's ExpMomentumEMA do), so a short run is not
+    dominated by its random initial weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: int = 200):
+        from torch.optim.swa_utils import AveragedModel
+
+        self.decay = decay
+        self.warmup = warmup
+
+        def avg(ema_p: torch.Tensor, p: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
+            d = decay * (1 - math.exp(-float(n) / warmup))
+            return ema_p * d + p * (1 - d)
+
+        self.module = AveragedModel(model, avg_fn=avg, use_buffers=True)
+
+    def update(self, model: torch.nn.Module) -> None:
+        self.module.update_parameters(model)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The averaged detector (same class and state-dict keys as the trained one)."""
+        return self.module.module
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
 
 
 class EpochSampler(Sampler[int]):

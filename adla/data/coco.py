@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from adla.data.augment import AugmentOptions, augment
 from adla.errors import AdlaError
 from adla.io import read_json
 
@@ -33,6 +34,9 @@ def load_coco_json(path: str | Path) -> dict:
     for key in REQUIRED_KEYS:
         if not isinstance(data.get(key), list):
             raise AdlaError(f"not a COCO detection file: no {key!r} list", path)
+        bad = next((i for i, rec in enumerate(data[key]) if not isinstance(rec, dict)), None)
+        if bad is not None:
+            raise AdlaError(f"{key}[{bad}] is not a mapping: {data[key][bad]!r:.60}", path)
     return data
 
 
@@ -65,28 +69,30 @@ class CocoDetection(torch.utils.data.Dataset):
     Annotations are clipped to the image. Dropped and counted in ``dropped`` (one warning at
     construction): "zero_size" (w or h <= 0), "outside_image" (nothing left after clipping),
     "iscrowd" (kept out of training), "unknown_category", "unknown_image", "bad_bbox" (not 4 finite
-    numbers). With ``train=True`` images are flipped horizontally/vertically with probabilities
-    ``hflip``/``vflip``, drawn from the global torch RNG (which the training loop seeds per rank and
-    DataLoader seeds per worker); ``seed`` is kept for reproducible subclasses and is not used here.
+    numbers). With ``train=True`` every sample is augmented as ``augment`` says (by default random
+    horizontal and vertical flips with probabilities ``hflip``/``vflip``; see ``adla.data.augment``),
+    with random draws seeded by (``seed``, epoch, index): the same sample looks the same in whichever
+    DataLoader worker loads it, so a resumed run sees exactly the images of an uninterrupted one.
+    Call ``set_epoch`` before each epoch.
     """
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, *, train: bool = False,
-                 hflip: float = 0.5, vflip: float = 0.5, seed: int = 0):
+                 hflip: float = 0.5, vflip: float = 0.5, seed: int = 0, augment: AugmentOptions | None = None):
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.train = train
-        self.hflip = hflip
-        self.vflip = vflip
+        self.augment = augment or AugmentOptions(hflip=hflip, vflip=vflip)
         self.seed = seed
+        self.epoch = 0
         if not self.image_dir.is_dir():
             raise AdlaError("image folder not found", self.image_dir)
         data = load_coco_json(self.ann_file)
 
-        cats = sorted(data["categories"], key=lambda c: c.get("id", 0))
         try:
+            cats = sorted(data["categories"], key=lambda c: c.get("id", 0))
             self.cat_ids: list[int] = [int(c["id"]) for c in cats]
             self.class_names: list[str] = [str(c["name"]) for c in cats]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise AdlaError(f"a category lacks an integer 'id' or a 'name' ({exc})", self.ann_file) from exc
         if len(set(self.cat_ids)) != len(self.cat_ids):
             raise AdlaError("duplicate category ids", self.ann_file)
@@ -97,7 +103,7 @@ class CocoDetection(torch.utils.data.Dataset):
             try:
                 rec = {"id": int(img["id"]), "file_name": str(img["file_name"]),
                        "height": int(img["height"]), "width": int(img["width"])}
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 raise AdlaError(f"image entry {img!r:.120} lacks id/file_name/height/width", self.ann_file) from exc
             self.images.append(rec)
         self.image_ids: list[int] = [r["id"] for r in self.images]
@@ -138,9 +144,10 @@ class CocoDetection(torch.utils.data.Dataset):
     @staticmethod
     def _check(ann: dict, images: dict[int, dict], cat_index: dict[int, int]) -> str | None:
         """The drop reason of an annotation, or None when usable."""
-        if ann.get("image_id") not in images:
+        image_id, cat_id = ann.get("image_id"), ann.get("category_id")
+        if isinstance(image_id, (list, dict)) or image_id not in images:  # a list is unhashable
             return "unknown_image"
-        if ann.get("category_id") not in cat_index:
+        if isinstance(cat_id, (list, dict)) or cat_id not in cat_index:
             return "unknown_category"
         if ann.get("iscrowd", 0):
             return "iscrowd"
@@ -164,6 +171,27 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset_file(self, max_images: int, path: str | Path) -> Path:
+        """A COCO json of at most ``max_images`` of this set's images (evenly spaced), for a quick score.
+
+        The annotation file itself when it has no more images than that; otherwise written to ``path``.
+        """
+        if len(self.images) <= max_images:
+            return self.ann_file
+        from adla.io import write_json
+
+        data = load_coco_json(self.ann_file)
+        step = len(self.images) / max_images
+        keep = {self.images[int(i * step)]["id"] for i in range(max_images)}
+        sub = {**data, "images": [im for im in data["images"] if im.get("id") in keep],
+               "annotations": [a for a in data["annotations"] if a.get("image_id") in keep]}
+        write_json(path, sub)
+        return Path(path)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose random views ``__getitem__`` draws (training only)."""
+        self.epoch = epoch
+
     def boxes_of(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth of image ``index`` without loading it: boxes [G,4] xyxy px, labels [G]."""
         return self._boxes[index].copy(), self._labels[index].copy()
@@ -179,13 +207,9 @@ class CocoDetection(torch.utils.data.Dataset):
         boxes = torch.from_numpy(self._boxes[index].copy())  # [G,4] xyxy
         labels = torch.from_numpy(self._labels[index].copy())
         if self.train:
-            flip_h, flip_v = (torch.rand(2) < torch.tensor([self.hflip, self.vflip])).tolist()
-            if flip_h:
-                image = image.flip(-1)
-                boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
-            if flip_v:
-                image = image.flip(-2)
-                boxes = torch.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], dim=1)
+            rng = np.random.default_rng([self.seed % 2**32, self.epoch, index])
+            image, boxes, labels = augment(image, boxes, labels, self.augment, rng)
+            h, w = image.shape[-2:]
         target = {"boxes": boxes.reshape(-1, 4), "labels": labels, "image_id": rec["id"], "size": (h, w),
                   "file_name": rec["file_name"]}
         return image, target

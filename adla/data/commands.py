@@ -62,10 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from adla.checks import check_output_file, check_writable_dir
     from adla.data.convert import convert_dataset, format_summary
 
     if args.names and args.classes:
         raise AdlaError("give --names or --classes, not both")
+    check_output_file(args.out, "--out")  # before converting, not after
+    if args.out_images is not None:
+        check_writable_dir(args.out_images, "--out-images")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     summary = convert_dataset(args.format, args.images, args.labels, args.out, class_names=classes,
                               names_file=args.names, include=args.include, downscale=args.downscale,
@@ -80,6 +84,9 @@ def _synth(args: argparse.Namespace) -> int:
 
     if args.size < 32 or args.classes < 1 or args.train < 0 or args.val < 0:
         raise AdlaError("need --size >= 32, --classes >= 1 and non-negative --train/--val")
+    from adla.checks import check_writable_dir
+
+    check_writable_dir(args.out, "--out")
     rows = []
     for split, n in (("train", args.train), ("val", args.val)):
         if n == 0:
@@ -97,9 +104,14 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from adla.checks import check_device, check_output_file
     from adla.io import write_json
     from adla.metrics import evaluate_detections, format_metrics_table, load_gt, load_results
 
+    check_device(args.device)
+    for out, flag in ((args.out, "--out"), (args.save_results, "--save-results")):
+        if out is not None:
+            check_output_file(out, flag)
     gt = load_gt(args.ann)
     if args.results is not None:
         if args.images or args.save_results:

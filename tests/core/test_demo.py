@@ -25,3 +25,24 @@ def test_demo_refuses_incomplete_data_arguments(tmp_path, capsys):
     code = main(["demo", "--out", str(tmp_path), "--data", str(Path(tmp_path) / "x.json")])
     assert code == 2
     assert "--data needs --images" in capsys.readouterr().err
+
+
+def test_demo_with_data_and_seeds_reports_the_spread(tmp_path, capsys):
+    from adla.data.synth import make_synth_dataset
+
+    data = tmp_path / "data"
+    train = make_synth_dataset(data, num_images=4, size=(96, 96), seed=2, split_name="train")
+    val = make_synth_dataset(data, num_images=2, size=(96, 96), seed=2, split_name="val")
+    out = tmp_path / "demo"
+    # no --epochs: the real-data recipe (GroupNorm, D4 views, iteration budget, cosine, EMA), cut to 2 iterations
+    code = main(["demo", "--out", str(out), "--data", str(train), "--images", str(data), "--val", str(val),
+                 "--val-images", str(data), "--seeds", "2", "--skip-export",
+                 "--set", "optim.iters=2", "optim.warmup_iters=1", "model.fpn_channels=32",
+                 "model.head_channels=32", "data.num_workers=0", "data.crop=64"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "real-data recipe" in printed and "Over 2 seeds" in printed and "ADLA - max-IoU (paired)" in printed
+    for name in ("maxiou/model.pt", "adla_seed1/model.pt", "seeds.png", "seeds.json", "report.md"):
+        assert (out / name).is_file(), name
+    cfg = (out / "adla_seed1" / "config.yaml").read_text()
+    assert "norm: gn" in cfg and "seed: 1" in cfg and "rot90: true" in cfg

@@ -65,14 +65,20 @@ def test_flips_move_boxes(tmp_path):
     assert ds[0][1]["boxes"].tolist() == [[10, 5, 14, 11]]
 
 
-def test_flips_are_random_under_global_seed(tmp_path):
+def test_views_depend_on_seed_epoch_and_index_only(tmp_path):
     ann = write_coco(tmp_path, [{"bbox": [10, 5, 4, 6]}])
-    ds = CocoDetection(ann, tmp_path, train=True)
-    torch.manual_seed(0)
-    first = [ds[0][1]["boxes"][0, 0].item() for _ in range(20)]
-    torch.manual_seed(0)
-    again = [ds[0][1]["boxes"][0, 0].item() for _ in range(20)]
-    assert first == again and set(first) == {10.0, 46.0}
+    ds = CocoDetection(ann, tmp_path, train=True, seed=3)
+    seen = []
+    for epoch in range(20):
+        ds.set_epoch(epoch)
+        torch.manual_seed(epoch)  # the global RNG plays no part
+        first = ds[0][1]["boxes"][0, 0].item()
+        assert ds[0][1]["boxes"][0, 0].item() == first
+        seen.append(first)
+    assert set(seen) == {10.0, 46.0}
+    again = CocoDetection(ann, tmp_path, train=True, seed=3)
+    again.set_epoch(7)
+    assert again[0][1]["boxes"][0, 0].item() == seen[7]
 
 
 def test_collate_pads_to_multiple_of_32(tmp_path):

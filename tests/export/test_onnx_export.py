@@ -104,3 +104,14 @@ def test_make_session_device_choice(raw_export):
     assert make_session(raw_export.path, "cpu").get_providers() == ["CPUExecutionProvider"]
     with pytest.raises(AdlaError):
         make_session(raw_export.path, "tpu")
+
+
+def test_groupnorm_detector_exports_with_parity(tmp_path):
+    # the from-scratch recipe's GroupNorm model (backbone, FPN and heads) goes through the same export
+    ckpt = make_checkpoint(tmp_path / "gn.pt", ["model.norm=gn"])
+    model, _ = load_model(ckpt)
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in model.modules()) > 10
+    rep = export_onnx(ckpt, tmp_path / "gn.onnx", input_size=SIZE)
+    (p,) = rep.parity
+    assert p.ok, p
+    assert p.max_abs_cls <= RAW_ATOL and p.max_abs_box <= RAW_ATOL

@@ -78,6 +78,16 @@ def test_lr_schedule_warmup_and_steps():
     assert abs(lr_factor(1100, 100, **kw) - 0.01) < 1e-12
 
 
+def test_lr_schedule_cosine_over_the_budget():
+    kw = {"warmup_iters": 10, "warmup_ratio": 0.001, "milestones": (), "gamma": 0.1, "schedule": "cosine",
+          "total_iters": 110, "min_ratio": 0.01}
+    assert lr_factor(0, 7, **kw) == 0.001
+    assert lr_factor(10, 7, **kw) == 1.0
+    assert abs(lr_factor(60, 7, **kw) - (0.01 + 0.99 * 0.5)) < 1e-12  # half way: the cosine's mid-point
+    assert abs(lr_factor(110, 7, **kw) - 0.01) < 1e-12
+    assert abs(lr_factor(500, 7, **kw) - 0.01) < 1e-12  # past the budget it stays at the floor
+
+
 def test_epoch_sampler_resume_and_ranks():
     s = EpochSampler(10, seed=3)
     s.set_epoch(2)

@@ -58,8 +58,11 @@ def test_baseline_assigners_train(synth, tmp_path, assigner):
     assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.9 * losses[0], losses
 
 
-def test_resume_continues_exactly(synth, tmp_path):
-    base = ["optim.epochs=2", "data.batch_size=4", "assigner.name=adla"]
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_exactly(synth, tmp_path, workers):
+    # the views are drawn per (seed, epoch, sample), so loader workers change nothing: bit-equal weights
+    base = ["optim.epochs=2", "data.batch_size=4", "assigner.name=adla", f"data.num_workers={workers}",
+            "data.rot90=true", "data.photometric=0.2"]
     straight = train(_cfg(synth, tmp_path / "a", *base), progress=False, evaluate=False)
     # interrupted mid-epoch (as SIGTERM would), then resumed
     part = train(_cfg(synth, tmp_path / "b", *base), progress=False, evaluate=False, stop_after_iters=4)
@@ -112,3 +115,36 @@ def test_sigterm_writes_a_clean_checkpoint(synth, tmp_path):
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert 1 <= ck["epoch"] < 50
     assert "resume with --resume" in out
+
+
+def test_recipe_iteration_budget_cosine_ema_gn_and_train_ap(synth, tmp_path):
+    # the real-data recipe's parts together: GroupNorm, D4 views + crops + photometric jitter, an
+    # iteration budget that ends inside an epoch, cosine decay, EMA weights saved as model.pt
+    cfg = _cfg(synth, tmp_path, "model.norm=gn", "assigner.name=adla", "optim.iters=11", "optim.lr=0.02",
+               "optim.schedule=cosine", "optim.warmup_iters=3", "optim.ema=0.9", "optim.ema_warmup=2",
+               "data.batch_size=4", "data.rot90=true", "data.crop=96", "data.scale=[0.8,1.25]",
+               "data.photometric=0.2")
+    res = train(cfg, progress=False)
+    assert res.iterations == 11 and len(res.history) == 2  # 8 iterations a epoch: 8 + 3
+    assert res.history[-1]["alpha"] == pytest.approx(0.6)
+    # the lr of the last step (iteration 10 of 11, 7 of 8 after the warm-up) on the cosine to min_lr_ratio
+    assert res.history[-1]["lr"] == pytest.approx(0.02 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 7 / 8))))
+    last, final = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "model.pt")
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in __import__("adla.model", fromlist=["x"])
+               .build_detector(final["run_config"].model).modules())
+    key = "cls_head.out.weight"
+    assert last["ema"] is not None and torch.equal(final["model"][key], last["ema"]["module." + key])
+    assert not torch.equal(final["model"][key], last["model"][key])  # model.pt holds the averaged weights
+    assert res.metrics is not None and 0 <= res.metrics["train/AP50"] <= 1 and "AP50" in res.metrics
+
+
+def test_ema_resumes_exactly(synth, tmp_path):
+    extra = ("optim.iters=10", "optim.ema=0.9", "optim.ema_warmup=2", "data.batch_size=4", "optim.lr=0.01",
+             "optim.schedule=cosine")
+    full = train(_cfg(synth, tmp_path / "full", *extra), progress=False, evaluate=False)
+    part = _cfg(synth, tmp_path / "part", *extra)
+    assert train(part, progress=False, evaluate=False, stop_after_iters=4).interrupted
+    resumed = train(part, resume=True, progress=False, evaluate=False)
+    assert full.iterations == resumed.iterations == 10
+    a, b = load_checkpoint(tmp_path / "full" / "model.pt"), load_checkpoint(tmp_path / "part" / "model.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
