@@ -18,8 +18,11 @@ Speed-up = time(b) / time(a); pipeline efficiency = time(c) / time(a).
 
 ``--model A --model B`` (or ``--compare B``) also measures the latency ratio B / A of two models on the
 scene with interleaved runs in one process (A B, B A, A B, ...), median over runs and its spread.
-``--scale-test`` writes synthetic GeoTIFFs of growing size (``--sizes``) and reports (a)'s peak memory
-per size: it stays flat because tiles are streamed.
+``--sahi`` compares (a) with SAHI 0.12.8 itself (``get_sliced_prediction``, default GREEDYNMM merge, no
+full-image pass) on the same model and decode, one slice per call and with ``perform_batch_inference``.
+``--scale-test`` runs (a) with outputs written on synthetic scenes of growing size (``--sizes`` WxH, up
+to 50,000 x 20,000), generated window by window (``synthetic.py``), and reports tiles/s, merge and write
+seconds, detections and peak RSS per size; ``--stub-model`` swaps the model for a dense random stand-in.
 """
 
 from __future__ import annotations
@@ -54,10 +57,17 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=1, help="timed runs per variant (median reported)")
     p.add_argument("--variants", default="runtime,one-tile,model",
                    help="comma list of runtime, one-tile, model (default all three)")
+    p.add_argument("--sahi", action="store_true",
+                   help="compare with SAHI 0.12.8 itself (pip install -e .[sahi]): variants runtime, sahi (one slice "
+                        "per call) and sahi-batched (its perform_batch_inference overridden), same model and decode")
     p.add_argument("--scale-test", action="store_true",
-                   help="peak memory of the runtime on synthetic GeoTIFFs of growing size (--sizes)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192],
-                   help="square scene sides for --scale-test (default 2048 4096 8192)")
+                   help="tiles/s, merge time, detections and peak memory of `adla infer` (outputs written) on "
+                        "synthetic scenes of growing size (--sizes), generated window by window")
+    p.add_argument("--sizes", nargs="+", default=["8192", "20000x20000", "50000x20000"],
+                   help="scene sizes for --scale-test, WxH or a square side (default 8192 20000x20000 50000x20000)")
+    p.add_argument("--stub-model", action="store_true",
+                   help="--scale-test: replace the model by a dense random stand-in (same anchors and classes, about "
+                        "2000 boxes a tile): measures everything around the model, at any scale, in minutes")
 
 
 # -- child process: one variant, timed, with its own peak RSS -----------------------------------------
@@ -197,7 +207,120 @@ def _variant_model(spec: dict, backend) -> tuple[float, dict]:
     return time.perf_counter() - t, {"tiles": n, "tiles_run": n, "detections": 0}
 
 
-VARIANTS = {"runtime": _variant_runtime, "one-tile": _variant_one_tile, "model": _variant_model}
+def _sahi_model(backend, spec: dict, batched: bool):
+    """The same model and decode as ``adla infer`` wrapped as a SAHI 0.12 ``DetectionModel``; ``batched``
+    overrides ``perform_batch_inference`` (what SAHI's docs invite any model to do)."""
+    import torch
+    from sahi.models.base import DetectionModel
+    from sahi.prediction import ObjectPrediction
+
+    from adla.anchors import generate_anchors
+    from adla.postprocess import PostprocessConfig, postprocess
+
+    m = backend.meta
+    cfg = PostprocessConfig(score_thr=spec["score"], pre_nms_topk=m.post.pre_nms_topk, nms_iou=m.post.nms_iou,
+                            max_dets=m.post.max_dets)
+    anchor_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def predict(images: list[np.ndarray]) -> list[dict]:
+        hs, ws = [i.shape[0] for i in images], [i.shape[1] for i in images]
+        ph, pw = m.input_size or (math.ceil(max(hs) / 32) * 32, math.ceil(max(ws) / 32) * 32)
+        x = np.zeros((len(images), 3, ph, pw), dtype=np.uint8)
+        for k, img in enumerate(images):
+            x[k, :, : img.shape[0], : img.shape[1]] = img.transpose(2, 0, 1)
+        if (ph, pw) not in anchor_cache:
+            anchor_cache[(ph, pw)] = generate_anchors(m.anchors, ph, pw, device=backend.device)
+        cls_logits, box_deltas = backend(x)
+        return postprocess(anchor_cache[(ph, pw)], cls_logits, box_deltas, list(zip(hs, ws)), cfg)
+
+    class AdlaModel(DetectionModel):
+        def check_dependencies(self, packages=None) -> None:
+            pass
+
+        def load_model(self) -> None:
+            self.model = backend
+
+        def perform_inference(self, image: np.ndarray) -> None:
+            self._original_predictions = predict([image])
+
+        if batched:
+            def perform_batch_inference(self, images: list[np.ndarray]) -> None:
+                self._batch_images = None
+                self._original_predictions = predict(images)
+
+        @property
+        def num_categories(self) -> int:
+            return len(m.class_names)
+
+        @property
+        def has_mask(self) -> bool:
+            return False
+
+        @property
+        def category_names(self) -> list[str]:
+            return list(m.class_names)
+
+        def _create_object_prediction_list_from_original_predictions(self, shift_amount_list=None,
+                                                                     full_shape_list=None) -> None:
+            shifts = shift_amount_list or [[0, 0]]
+            shapes = full_shape_list or [None] * len(shifts)
+            if shifts and not isinstance(shifts[0], list):
+                shifts = [shifts]
+            if shapes and shapes[0] is not None and not isinstance(shapes[0], list):
+                shapes = [shapes]
+            self._object_prediction_list_per_image = [
+                [ObjectPrediction(bbox=b, category_id=int(c), category_name=m.class_names[int(c)], score=float(s),
+                                  shift_amount=shift, full_shape=shape)
+                 for b, s, c in zip(d["boxes"].tolist(), d["scores"].tolist(), d["labels"].tolist())]
+                for d, shift, shape in zip(self._original_predictions, shifts, shapes)]
+
+    return AdlaModel(confidence_threshold=spec["score"], category_mapping={str(i): n for i, n in
+                                                                          enumerate(m.class_names)})
+
+
+def _variant_sahi(spec: dict, backend, batched: bool = False) -> tuple[float, dict]:
+    """SAHI 0.12.8 itself: ``get_sliced_prediction`` with its default GREEDYNMM merge (IOS 0.5), no
+    full-image pass, the scene decoded into memory first as SAHI does."""
+    from sahi.predict import get_sliced_prediction
+
+    from adla.runtime.readers import SceneReader
+
+    t = time.perf_counter()
+    reader = SceneReader(spec["scene"])
+    image = np.ascontiguousarray(reader.read_all().transpose(1, 2, 0))
+    reader.close()
+    res = get_sliced_prediction(image, _sahi_model(backend, spec, batched), slice_height=spec["tile"],
+                                slice_width=spec["tile"], overlap_height_ratio=spec["overlap"],
+                                overlap_width_ratio=spec["overlap"], perform_standard_pred=False, verbose=0,
+                                batch_size=spec["batch"] if batched else 1)
+    n = len(res.object_prediction_list)
+    from adla.runtime.tiling import tile_windows
+
+    tiles = len(tile_windows(image.shape[0], image.shape[1], spec["tile"], spec["overlap"]))
+    return time.perf_counter() - t, {"tiles": tiles, "tiles_run": tiles, "detections": n}
+
+
+def _variant_scale(spec: dict, backend) -> tuple[float, dict]:
+    """``adla infer`` on a synthetic scene generated window by window, outputs streamed to a temporary folder."""
+    from adla.runtime.pipeline import infer_reader
+    from adla.runtime.synthetic import DenseStubBackend, SyntheticScene
+    from adla.runtime.writers import SceneWriter
+
+    scene = SyntheticScene(spec["width"], spec["height"])
+    if spec.get("stub"):
+        backend = DenseStubBackend(backend, score=spec["score"])
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="adla-scale-out-") as out:
+        writer = SceneWriter(out, "scene", class_names=list(backend.meta.class_names), info=scene.info)
+        r = infer_reader(scene, backend, tile=spec["tile"], overlap=spec["overlap"], batch=spec["batch"],
+                         score_thr=spec["score"], workers=spec["workers"], progress=False, sink=writer)
+    return time.perf_counter() - t, {"tiles": r.tiles, "tiles_run": r.tiles_run, "detections": r.detections,
+                                     "phases": r.phases, "pending_peak": r.pending_peak}
+
+
+VARIANTS = {"runtime": _variant_runtime, "one-tile": _variant_one_tile, "model": _variant_model,
+            "sahi": _variant_sahi, "sahi-batched": lambda spec, backend: _variant_sahi(spec, backend, batched=True),
+            "scale": _variant_scale}
 
 
 def _warm_up(spec: dict, backend) -> None:
@@ -261,6 +384,8 @@ def _scene_size(path: str) -> tuple[int, int]:
 
 def _bench_variants(args: argparse.Namespace, model: str, base: dict) -> None:
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if getattr(args, "sahi", False):
+        names = ["runtime", "sahi", "sahi-batched"]
     unknown = set(names) - set(VARIANTS)
     if unknown:
         raise AdlaError(f"--variants: unknown {sorted(unknown)}; choose from {list(VARIANTS)}")
@@ -278,6 +403,9 @@ def _bench_variants(args: argparse.Namespace, model: str, base: dict) -> None:
     med = {k: statistics.median(v["seconds"]) for k, v in results.items()}
     if "runtime" in med and "one-tile" in med:
         print(f"speed-up (one-tile / runtime): {med['one-tile'] / med['runtime']:.2f}x")
+    for other in ("sahi", "sahi-batched"):
+        if "runtime" in med and other in med:
+            print(f"speed-up ({other} / runtime): {med[other] / med['runtime']:.2f}x")
     if "runtime" in med and "model" in med:
         print(f"pipeline efficiency (model / runtime): {med['model'] / med['runtime']:.2f}")
 
@@ -317,18 +445,30 @@ def write_synthetic_scene(path: Path, side: int, block: int = 512, seed: int = 0
     return path
 
 
+def _parse_size(text: str) -> tuple[int, int]:
+    """``"50000x20000"`` -> (50000, 20000); ``"8192"`` -> (8192, 8192)."""
+    try:
+        w, _, h = text.lower().partition("x")
+        return int(w), int(h or w)
+    except ValueError as exc:
+        raise AdlaError(f"--sizes: {text!r} is not WxH or a side") from exc
+
+
 def _bench_scale(args: argparse.Namespace, model: str, base: dict) -> None:
-    rows = [("scene", "pixels", "tiles", "time (s)", "tiles/s", "peak RSS (MB)", "growth (MB)")]
-    with tempfile.TemporaryDirectory(prefix="adla-scale-") as tmp:
-        for side in args.sizes:
-            print(f"scale test {side} x {side} ...", file=sys.stderr, flush=True)
-            scene = write_synthetic_scene(Path(tmp) / f"synthetic_{side}.tif", side)
-            r = _spawn({**base, "scene": str(scene), "variant": "runtime", "model": model})
-            t = statistics.median(r["seconds"])
-            rows.append((f"{side}x{side}", f"{side * side / 1e6:.1f} M", str(r["tiles_run"]), f"{t:.2f}",
-                         f"{r['tiles_run'] / t:.2f}", f"{r['peak_mb']:.0f}", f"{r['growth_mb']:.0f}"))
-            scene.unlink()
+    rows = [("scene", "pixels", "tiles", "time (s)", "tiles/s", "merge (s)", "write (s)", "detections",
+             "most waiting", "peak RSS (MB)")]
+    for text in args.sizes:
+        width, height = _parse_size(text)
+        print(f"scale test {width} x {height} ...", file=sys.stderr, flush=True)
+        r = _spawn({**base, "variant": "scale", "model": model, "width": width, "height": height,
+                    "stub": args.stub_model, "runs": 1})
+        t = statistics.median(r["seconds"])
+        rows.append((f"{width}x{height}", f"{width * height / 1e6:.0f} M", str(r["tiles_run"]), f"{t:.1f}",
+                     f"{r['tiles_run'] / t:.1f}", f"{r['phases']['merge']:.1f}", f"{r['phases']['write']:.1f}",
+                     str(r["detections"]), str(r["pending_peak"]), f"{r['peak_mb']:.0f}"))
     print(_table(rows))
+    if args.stub_model:
+        print("model: a dense random stand-in (--stub-model); the figures are for reads, decode, merge and writing")
 
 
 def run_bench(args: argparse.Namespace) -> int:

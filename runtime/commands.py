@@ -9,6 +9,9 @@ MODEL by file type: .pt/.pth checkpoint (torch), .onnx (onnxruntime; CUDA when a
 .engine/.plan (TensorRT, needs the tensorrt package and a GPU; metadata in X.engine.json).
 Outputs per scene in --out: STEM.coco.json (COCO dict; category_id = class index + 1),
 STEM.geojson (box polygons in the scene's CRS, pixel coordinates when it has none), STEM.preview.jpg.
+Detections are merged and written as tiles complete: while a scene runs, STEM.partial.geojsonl
+(GeoJSONSeq, one feature per line) holds every final detection so far, so a killed run leaves it
+readable; the three outputs appear atomically when the scene ends (--resume skips finished scenes).
 Many scenes over several processes or GPUs: start one process per shard with --shard i/n
 (i = 0..n-1); scene k of the (folder-expanded) list goes to shard k % n, e.g.
   CUDA_VISIBLE_DEVICES=0 adla infer scenes/ --model m.onnx --out out --shard 0/2 &
@@ -17,19 +20,23 @@ The exit status is 1 when any scene failed (each failure is listed after the sum
 
 
 def _infer(args: argparse.Namespace) -> int:
+    from adla.runtime.checks import check_infer_args
     from adla.runtime.pipeline import infer_scenes
 
+    check_infer_args(args)  # once, before the first scene: sets args.tile from a fixed-size model
     results = infer_scenes(
         args.scenes, args.model, args.out, device=args.device, shard_spec=args.shard,
         preview_size=args.preview_size, bands=tuple(args.bands) if args.bands else None,
         tile=args.tile, overlap=args.overlap, batch=args.batch, score_thr=args.score, workers=args.workers,
         merge_cut=args.merge_cut, full_pass=args.full_pass, classes=args.classes, progress=not args.quiet,
+        resume=args.resume,
     )
     return 1 if any(r.error for r in results) else 0
 
 
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tile", type=int, default=800, help="tile side in pixels (default 800)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile side in pixels (default: the model's fixed input size, else 800)")
     p.add_argument("--overlap", type=float, default=0.2, help="overlap between tiles, fraction of --tile")
     p.add_argument("--batch", type=int, default=8, help="tiles per forward call (default 8)")
     p.add_argument("--workers", type=int, default=2, help="tile reader threads (default 2)")
@@ -51,12 +58,16 @@ def register(subparsers) -> None:
     p.add_argument("--bands", nargs=3, type=int, default=None, metavar="B",
                    help="1-based bands to use as R G B (default: 1 2 3, or band 1 as grey)")
     p.add_argument("--merge-cut", action="store_true",
-                   help="fuse boxes of an object cut by a tile border into one box")
+                   help="fuse boxes of an object cut by a tile border into one box (greedy, IoS >= 0.5, on the "
+                        "overlap bands, as SAHI's GREEDYNMM)")
     p.add_argument("--full-pass", action="store_true",
-                   help="add a down-scaled whole-scene pass (objects larger than a tile)")
+                   help="add a down-scaled whole-scene pass (objects larger than a tile), read decimated "
+                        "(from the GeoTIFF's overviews when it has them)")
     p.add_argument("--shard", default=None, metavar="i/n",
                    help="process only scenes k with k %% n == i (i from 0); see below")
     p.add_argument("--preview-size", type=int, default=2048, help="long side of the preview picture; 0: none")
+    p.add_argument("--resume", action="store_true",
+                   help="skip scenes whose outputs are complete in --out (STEM.coco.json is written last)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_infer)
 
@@ -67,6 +78,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _bench_merge(args: argparse.Namespace) -> int:
+    from adla.runtime.bench_merge import run_bench_merge
+
+    return run_bench_merge(args)
+
+
 def register_bench(bench_subparsers) -> None:
     from adla.runtime.bench import add_bench_arguments
 
@@ -75,3 +92,9 @@ def register_bench(bench_subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_bench_arguments(p)
     p.set_defaults(func=_bench)
+    from adla.runtime.bench_merge import add_merge_arguments
+
+    p = bench_subparsers.add_parser(
+        "merge", help="cross-tile merge: local (as tiles complete) vs whole-scene NMS, synthetic dense output")
+    add_merge_arguments(p)
+    p.set_defaults(func=_bench_merge)

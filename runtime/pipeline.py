@@ -12,6 +12,8 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +25,12 @@ from adla.anchors import generate_anchors
 from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig, postprocess
 from adla.runtime.backends import Backend, load_backend
-from adla.runtime.merge import Detections, empty_detections, merge_tiles
+from adla.runtime.merge import Detections, LocalMerger, cat_detections, single_thread
 from adla.runtime.readers import SceneInfo, SceneReader
 from adla.runtime.tiling import parse_shard, shard, tile_windows
-from adla.runtime.writers import write_outputs
+from adla.runtime.writers import SceneWriter
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".png", ".jpg", ".jpeg")
-_DONE = object()
 
 
 @dataclass
@@ -49,10 +50,14 @@ class SceneResult:
     info: SceneInfo | None = None
     error: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    count: int = 0  # detections (streamed to the outputs; boxes/scores/labels hold them only in memory runs)
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase (Phases.NAMES)
+    pending_peak: int = 0  # most boxes the merge held waiting at once
+    skipped: bool = False  # --resume: outputs already there
 
     @property
     def detections(self) -> int:
-        return int(self.boxes.shape[0])
+        return max(self.count, int(self.boxes.shape[0]))
 
     @property
     def tiles_per_s(self) -> float:
@@ -128,37 +133,81 @@ class _TileReader:
             t.join()
 
 
+class Phases:
+    """Wall seconds per phase of a scene (read: waiting for tiles; model; decode: per-tile decode + NMS;
+    merge; write), summed over the calls of ``with phases("model"): ...``."""
+
+    NAMES = ("read", "model", "decode", "merge", "write")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.NAMES, 0.0)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t
+
+
 def _run_batch(backend: Backend, images: np.ndarray, sizes: list[tuple[int, int]], anchors: torch.Tensor,
-               cfg: PostprocessConfig) -> list[dict[str, torch.Tensor]]:
+               cfg: PostprocessConfig, phases: Phases | None = None) -> list[dict[str, torch.Tensor]]:
     """Forward + per-tile decode, score threshold and NMS; ``images`` uint8 [B,3,H,W], sizes (h, w) per tile."""
+    phases = phases or Phases()
     max_batch = backend.meta.max_batch or len(images)
     outs = []
     for start in range(0, len(images), max_batch):
-        cls_logits, box_deltas = backend(images[start : start + max_batch])
-        outs += postprocess(anchors, cls_logits, box_deltas, sizes[start : start + max_batch], cfg)
+        with phases("model"):
+            cls_logits, box_deltas = backend(images[start : start + max_batch])
+        # one thread: many small ops, whose intra-op threads stall each other on a busy machine (measured
+        # at --score 0.01 beside a niced job: 13 ms a tile on one thread, 40-100 ms on two)
+        with phases("decode"), single_thread():
+            outs += postprocess(anchors, cls_logits, box_deltas, sizes[start : start + max_batch], cfg)
     return outs
 
 
-def _full_pass(reader: SceneReader, backend: Backend, in_hw: tuple[int, int], cfg: PostprocessConfig
-               ) -> dict[str, torch.Tensor]:
-    """The whole scene down-scaled to fit the model input, for objects larger than a tile."""
-    image, scale = reader.read_overview(min(in_hw))
+def _full_pass(reader: SceneReader, backend: Backend, in_hw: tuple[int, int], cfg: PostprocessConfig,
+               phases: Phases) -> dict[str, torch.Tensor]:
+    """The whole scene down-scaled to fit the model input, for objects larger than a tile. The read is
+    decimated (GDAL picks the GeoTIFF's overviews when it has them): the full-resolution scene is never
+    in memory."""
+    with phases("read"):
+        image, scale = reader.read_overview(min(in_hw))
     h, w = image.shape[1:]
     buf = np.zeros((1, 3, *in_hw), dtype=np.uint8)
     buf[0, :, :h, :w] = image
     anchors = generate_anchors(backend.meta.anchors, *in_hw, device=backend.device)
-    det = _run_batch(backend, buf, [(h, w)], anchors, cfg)[0]
+    det = _run_batch(backend, buf, [(h, w)], anchors, cfg, phases)[0]
     det["boxes"] = det["boxes"] * scale
     return det
 
 
+class _Collect:
+    """The default sink: keeps the final detections in memory (for ``infer_scene``'s result)."""
+
+    def __init__(self):
+        self.parts: list[Detections] = []
+
+    def write(self, dets: Detections) -> None:
+        self.parts.append(dets)
+
+    def close(self) -> None:
+        pass
+
+
 def infer_reader(reader: SceneReader, backend: Backend, *, tile: int = 800, overlap: float = 0.2, batch: int = 8,
                  score_thr: float = 0.3, workers: int = 2, merge_cut: bool = False, full_pass: bool = False,
-                 classes: list[str] | None = None, progress: bool = True) -> SceneResult:
-    """Tiled inference over an open ``SceneReader`` (see ``infer_scene``)."""
+                 classes: list[str] | None = None, progress: bool = True, sink=None) -> SceneResult:
+    """Tiled inference over an open ``SceneReader`` (see ``infer_scene``).
+
+    Detections are merged as tiles complete (``LocalMerger``) and handed to ``sink.write(dets)`` as soon as
+    they are final, then ``sink.close()``; without a sink they are kept and returned in the result.
+    """
     if batch < 1:
         raise AdlaError(f"--batch must be >= 1, got {batch}")
     t0 = time.perf_counter()
+    phases = Phases()
     meta = backend.meta
     height, width = reader.height, reader.width
     windows = tile_windows(height, width, tile, overlap)
@@ -167,38 +216,61 @@ def infer_reader(reader: SceneReader, backend: Backend, *, tile: int = 800, over
     cfg = PostprocessConfig(score_thr=score_thr, pre_nms_topk=meta.post.pre_nms_topk, nms_iou=meta.post.nms_iou,
                             max_dets=meta.post.max_dets)
     keep_labels = _class_filter(classes, meta.class_names)
-    win_t = torch.tensor(windows, dtype=torch.long)
-    offsets = win_t[:, :2].repeat(1, 2).float().to(backend.device)  # [T,4] (x0, y0, x0, y0)
+    offsets = torch.tensor(windows, dtype=torch.float32)[:, :2].repeat(1, 2)  # [T,4] (x0, y0, x0, y0)
+    collect = sink is None
+    sink = _Collect() if collect else sink
+    merger = LocalMerger(torch.tensor(windows), nms_iou=meta.post.nms_iou, merge_cut=merge_cut)
+    count = 0
+
+    def emit(dets: Detections) -> None:
+        nonlocal count
+        if len(dets["scores"]):
+            count += len(dets["scores"])
+            with phases("write"):
+                sink.write(dets)
+
+    def filtered(det: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        det = {k: v.cpu() for k, v in det.items()}
+        if keep_labels is not None:
+            det = {k: v[torch.isin(det["labels"], keep_labels)] for k, v in det.items()}
+        return det
+
+    if full_pass:  # first: its boxes must be known before a tile box can be called final
+        det = filtered(_full_pass(reader, backend, (in_h, in_w), cfg, phases))
+        with phases("merge"):
+            merger.add_global(det["boxes"], det["scores"], det["labels"])
 
     buf = np.zeros((batch, 3, in_h, in_w), dtype=np.uint8)
     pending: list[int] = []  # window index of each filled slot of buf
-    parts: list[Detections] = []
     tiles_run = 0
 
     def flush() -> None:
         sizes = [(windows[i][3] - windows[i][1], windows[i][2] - windows[i][0]) for i in pending]
-        dets = _run_batch(backend, buf[: len(pending)], sizes, anchors, cfg)
-        idx = torch.tensor(pending, device=backend.device)
-        counts = torch.tensor([len(d["scores"]) for d in dets], device=backend.device)
-        tiles = torch.repeat_interleave(idx, counts)
-        part = {"boxes": torch.cat([d["boxes"] for d in dets]) + offsets[tiles],
-                "scores": torch.cat([d["scores"] for d in dets]), "labels": torch.cat([d["labels"] for d in dets]),
-                "tiles": tiles}
-        if keep_labels is not None:
-            part = {k: v[torch.isin(part["labels"], keep_labels.to(v.device))] for k, v in part.items()}
-        parts.append(part)
+        dets = _run_batch(backend, buf[: len(pending)], sizes, anchors, cfg, phases)
+        for i, d in zip(pending, dets):
+            d = filtered(d)
+            with phases("merge"):
+                final = merger.add(i, d["boxes"] + offsets[i], d["scores"], d["labels"])
+            emit(final)
         pending.clear()
+        if merger.ready():
+            with phases("merge"):
+                final = merger.step()
+            emit(final)
 
     producer = _TileReader(reader, windows, workers, capacity=2 * batch + workers)
-    bar = tqdm(total=len(windows), unit="tile", desc=reader.path.name, disable=not progress, leave=False)
+    # the bar's last step is the final merge and the writing of the outputs
+    bar = tqdm(total=len(windows) + 1, unit="tile", desc=reader.path.name, disable=not progress, leave=False)
     try:
         for _ in range(len(windows)):
-            i, tile_img = producer.out.get()
+            with phases("read"):
+                i, tile_img = producer.out.get()
             bar.update(1)
             if isinstance(tile_img, Exception):
                 raise AdlaError(f"cannot read window {windows[i]} ({tile_img.__class__.__name__}: {tile_img})",
                                 reader.path) from tile_img
-            if tile_img is None:
+            if tile_img is None:  # no data: the tile is complete, with no detections
+                emit(merger.add(i, torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long)))
                 continue
             slot = len(pending)
             h, w = tile_img.shape[1:]
@@ -211,24 +283,26 @@ def infer_reader(reader: SceneReader, backend: Backend, *, tile: int = 800, over
                 flush()
         if pending:
             flush()
+        producer.close()
+        bar.set_description(f"{reader.path.name}: merge + write")
+        with phases("merge"):
+            final = merger.finish()
+        emit(final)
+        with phases("write"):
+            sink.close()
+        bar.update(1)
     finally:
         producer.close()
         bar.close()
 
-    if full_pass:
-        det = _full_pass(reader, backend, (in_h, in_w), cfg)
-        full_idx = len(windows)
-        win_t = torch.cat([win_t, torch.tensor([[0, 0, width, height]])])
-        det["tiles"] = torch.full_like(det["labels"], full_idx)
-        if keep_labels is not None:
-            det = {k: v[torch.isin(det["labels"], keep_labels.to(v.device))] for k, v in det.items()}
-        parts.append(det)
-    dets = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else empty_detections(backend.device)
-    dets = merge_tiles(dets, win_t, (height, width), nms_iou=meta.post.nms_iou, merge_cut=merge_cut)
-    dets = {k: v.cpu() for k, v in dets.items()}
-    return SceneResult(path=reader.path, width=width, height=height, tiles=len(windows), tiles_run=tiles_run,
-                       seconds=time.perf_counter() - t0, boxes=dets["boxes"], scores=dets["scores"],
-                       labels=dets["labels"], class_names=list(meta.class_names), info=reader.info)
+    result = SceneResult(path=reader.path, width=width, height=height, tiles=len(windows), tiles_run=tiles_run,
+                         seconds=time.perf_counter() - t0, class_names=list(meta.class_names), info=reader.info,
+                         count=count, phases=dict(phases.seconds), pending_peak=merger.pending_peak)
+    if collect:
+        dets = cat_detections(sink.parts)
+        order = dets["scores"].argsort(descending=True, stable=True)
+        result.boxes, result.scores, result.labels = dets["boxes"][order], dets["scores"][order], dets["labels"][order]
+    return result
 
 
 def infer_scene(scene_path: str | Path, backend: Backend, *, tile: int = 800, overlap: float = 0.2,
@@ -272,14 +346,18 @@ def _unique_stems(paths: list[Path]) -> list[str]:
 
 
 def summary_table(results: list[SceneResult]) -> str:
-    """Plain aligned table: scene, size, tiles, tiles/s, detections, time, status."""
-    rows = [("scene", "size (WxH)", "tiles", "tiles/s", "detections", "time (s)", "status")]
+    """Plain aligned table: scene, size, tiles, tiles/s, detections, time, time per phase, status."""
+    rows = [("scene", "size (WxH)", "tiles", "tiles/s", "detections", "time (s)",
+             "read/model/decode/merge/write (s)", "status")]
     for r in results:
         if r.error:
-            rows.append((r.path.name, "-", "-", "-", "-", "-", "FAILED"))
+            rows.append((r.path.name, "-", "-", "-", "-", "-", "-", "FAILED"))
+        elif r.skipped:
+            rows.append((r.path.name, "-", "-", "-", "-", "-", "-", "done before (--resume)"))
         else:
+            ph = "/".join(f"{r.phases.get(k, 0.0):.1f}" for k in Phases.NAMES)
             rows.append((r.path.name, f"{r.width}x{r.height}", f"{r.tiles} ({r.tiles_run} run)",
-                         f"{r.tiles_per_s:.1f}", str(r.detections), f"{r.seconds:.2f}", "ok"))
+                         f"{r.tiles_per_s:.1f}", str(r.detections), f"{r.seconds:.2f}", ph, "ok"))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -287,17 +365,21 @@ def summary_table(results: list[SceneResult]) -> str:
     if failed:
         lines.append(f"{len(failed)} of {len(results)} scenes failed:")
         lines += [f"  {r.error}" for r in failed]
+    lines.append("read = waiting for tiles (reads run in background threads); the merge runs as tiles complete")
     return "\n".join(lines)
 
 
 def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir: str | Path, *,
                  device: str = "auto", shard_spec: str | None = None, preview_size: int = 2048,
-                 bands: tuple[int, ...] | None = None, print_summary: bool = True, **opts) -> list[SceneResult]:
-    """Run ``infer_scene`` over scenes (folders expanded; ``shard_spec`` "i/n" keeps scene k with k % n == i)
-    and write per scene ``{stem}.coco.json``, ``{stem}.geojson`` and ``{stem}.preview.jpg`` into ``out_dir``.
+                 bands: tuple[int, ...] | None = None, print_summary: bool = True, resume: bool = False,
+                 **opts) -> list[SceneResult]:
+    """Run tiled inference over scenes (folders expanded; ``shard_spec`` "i/n" keeps scene k with
+    k % n == i) and stream per scene ``{stem}.coco.json``, ``{stem}.geojson`` and ``{stem}.preview.jpg``
+    into ``out_dir`` (``SceneWriter``: a killed run leaves ``{stem}.partial.geojsonl``).
 
     ``opts`` are ``infer_scene``'s keyword arguments. A scene that cannot be read is reported (its
-    ``SceneResult.error``) and the others still run. Prints the summary table.
+    ``SceneResult.error``) and the others still run. ``resume``: skip scenes whose ``{stem}.coco.json``
+    exists (written last, atomically). Prints the summary table.
     """
     scenes = expand_scenes(list(scene_paths))
     if shard_spec:
@@ -307,18 +389,24 @@ def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir:
     backend = load_backend(model_path, device)
     results = []
     for path, stem in zip(scenes, _unique_stems(scenes)):
-        reader = None
+        if resume and (Path(out_dir) / f"{stem}.coco.json").is_file():
+            results.append(SceneResult(path=path, skipped=True))
+            continue
+        reader = writer = None
         try:
             reader = SceneReader(path, bands=bands)
-            result = infer_reader(reader, backend, **opts)
             preview = reader.read_overview(preview_size) if preview_size > 0 else None
-            result.outputs = write_outputs(out_dir, stem, boxes=result.boxes, scores=result.scores,
-                                           labels=result.labels, class_names=result.class_names, info=reader.info,
-                                           preview=preview)
+            writer = SceneWriter(out_dir, stem, class_names=list(backend.meta.class_names), info=reader.info,
+                                 preview=preview)
+            del preview
+            result = infer_reader(reader, backend, sink=writer, **opts)
+            result.outputs = writer.outputs
         except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the others; reported in the summary
             msg = str(exc) if isinstance(exc, AdlaError) else f"{exc.__class__.__name__}: {exc}"
             print(f"error: {msg}", file=sys.stderr)
             result = SceneResult(path=path, error=msg)
+            if writer is not None:
+                writer.abort()
         finally:
             if reader is not None:
                 reader.close()

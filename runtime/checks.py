@@ -1,0 +1,100 @@
+"""``adla infer``'s arguments checked once, before the first scene: a bad argument is one line, exit 2,
+not the same failure repeated for every scene after hours of work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from adla.checks import check_device, check_readable_file, check_writable_dir
+from adla.errors import AdlaError
+
+from .backends import BACKENDS, ModelMeta
+from .pipeline import expand_scenes
+
+DEFAULT_TILE = 800  # for models that take any input size
+
+
+def read_model_meta(model_path: str | Path) -> ModelMeta:
+    """A model's metadata without building a session: the ONNX metadata, an engine's sidecar, or the
+    checkpoint's classes and anchors (a checkpoint takes any input size)."""
+    path = Path(model_path)
+    if path.suffix.lower() not in BACKENDS:
+        raise AdlaError(f"unknown model file type {path.suffix.lower()!r}; expected one of {sorted(BACKENDS)}",
+                        path)
+    check_readable_file(path, "model file")
+    if path.suffix.lower() in (".pt", ".pth"):
+        from adla.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        return ModelMeta(class_names=tuple(ckpt["class_names"]), anchors=ckpt["run_config"].model.anchors)
+    from adla.export.onnx_export import read_metadata
+
+    return ModelMeta.from_dict(read_metadata(path), path)
+
+
+def check_output_names(scenes: list[Path]) -> None:
+    """AdlaError when two scenes would write the same ``--out/STEM.*`` files.
+
+    Checked over the whole scene list before ``--shard`` splits it, so that shards run separately
+    cannot overwrite each other's outputs either.
+    """
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    for p in scenes:
+        by_stem[p.stem].append(p)
+    clashes = {stem: ps for stem, ps in by_stem.items() if len(ps) > 1}
+    if clashes:
+        stem, ps = next(iter(clashes.items()))
+        more = f" ({len(clashes) - 1} more name(s) clash too)" if len(clashes) > 1 else ""
+        raise AdlaError(f"scenes {', '.join(map(str, ps[:3]))} would all write {stem}.* in --out{more}; give "
+                        "them distinct file names or run them into separate --out folders")
+
+
+def resolve_tile(tile: int | None, meta: ModelMeta, model_path: str | Path) -> tuple[int, str | None]:
+    """The tile side for ``meta`` and a warning (or None).
+
+    A model with a fixed input (H, W) sets the default tile to min(H, W); a larger ``tile`` cannot run
+    (AdlaError); a smaller one runs but pads every tile to the full input: warn.
+    """
+    fixed = meta.input_size
+    if fixed is None:
+        return (tile or DEFAULT_TILE), None
+    side = min(fixed)
+    if tile is None:
+        return side, None
+    if tile > side:
+        raise AdlaError(f"--tile {tile} is larger than the model's fixed input size {fixed[0]}x{fixed[1]}; use "
+                        f"--tile {side} (the default for this model) or export with --dynamic-hw", model_path)
+    if tile < side:
+        cost = (side / tile) ** 2
+        return tile, (f"--tile {tile} with a model fixed at {fixed[0]}x{fixed[1]}: every tile is padded to the full "
+                      f"input, about {cost:.1f}x the compute per scene pixel; --tile {side} is faster")
+    return tile, None
+
+
+def check_infer_args(args: argparse.Namespace) -> None:
+    """Check ``adla infer``'s arguments against each other, the machine and the model, once.
+
+    Sets ``args.tile`` when it was not given (from the model's fixed input size, else 800); prints a
+    warning when a fixed-size model is given a smaller tile.
+    """
+    if args.tile is not None and args.tile < 32:
+        raise AdlaError(f"--tile must be at least 32, got {args.tile}")
+    if not 0 <= args.overlap < 1:
+        raise AdlaError(f"--overlap is a fraction of the tile in [0, 1), got {args.overlap}")
+    if args.batch < 1 or args.workers < 1:
+        raise AdlaError(f"--batch and --workers must be at least 1, got {args.batch} and {args.workers}")
+    if not 0 <= args.score <= 1:
+        raise AdlaError(f"--score must be in [0, 1], got {args.score}")
+    check_device(args.device)
+    check_output_names(expand_scenes(list(args.scenes)))
+    check_writable_dir(args.out, "--out")
+    meta = read_model_meta(args.model)
+    for c in args.classes or []:
+        if c not in meta.class_names and not (str(c).isdigit() and int(c) < meta.num_classes):
+            raise AdlaError(f"--classes: unknown class {c!r}; the model has {list(meta.class_names)}", args.model)
+    args.tile, warning = resolve_tile(args.tile, meta, args.model)
+    if warning:
+        print(f"adla: warning: {warning}", file=sys.stderr)
