@@ -26,11 +26,14 @@ DEMO_OVERRIDES = [
 SYNTH_EPOCHS = 15
 # The recipe for real data (--data without --epochs): from-scratch training that converges on a few dozen
 # aerial images in minutes on 2 CPU cores. Each part was measured on KIT AIS (README, "Training from
-# scratch on real data").
+# scratch on real data"). The budget is in training pixels, so that small crops get more iterations in
+# the same time: crop side and iterations follow from the data (``real_recipe``).
 REAL_RECIPE = [
-    "model.norm=gn", "data.rot90=true", "data.photometric=0.2", "optim.iters=600", "optim.schedule=cosine",
-    "optim.warmup_iters=100", "optim.ema=0.998", "optim.ema_warmup=100",
+    "model.norm=gn", "data.rot90=true", "data.photometric=0.2", "optim.schedule=step", "optim.warmup_iters=100",
+    "optim.ema=0.998", "optim.ema_warmup=100",
 ]
+REAL_PIXELS = 450 * 4 * 224 * 224  # training budget: 450 iterations of 4 crops of 224 px
+REAL_DECAY_AT = 5 / 6  # the step decay (x0.1) at this share of the budget
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +89,7 @@ def run_demo(args) -> int:
         f"model.num_classes={len(classes)}",
         f"data.train_ann={train_ann}", f"data.train_images={train_img}",
         f"data.val_ann={val_ann}", f"data.val_images={val_img}",
-    ] + _schedule(args) + list(args.set)
+    ] + _schedule(args, train_ann, train_img) + list(args.set)
 
     steps: list[tuple[str, float, str]] = []  # (step, seconds, outcome) for the closing recap
     runs: dict[str, list[dict]] = {"maxiou": [], "adla": []}
@@ -94,10 +97,10 @@ def run_demo(args) -> int:
     for seed in range(args.seeds):
         for i, name in enumerate(("maxiou", "adla")):
             tag = f"{name}, seed {seed}" if args.seeds > 1 else name
-            print(f"[2/4] training {tag} ({seed * 2 + i + 1}/{2 * args.seeds}), {_plan(args)} ...", flush=True)
-            t0 = time.time()
             run_dir = out / name if seed == 0 else out / f"{name}_seed{seed}"
             cfg = load_config(None, base + [f"assigner.name={name}", f"out_dir={run_dir}", f"seed={seed}"])
+            print(f"[2/4] training {tag} ({seed * 2 + i + 1}/{2 * args.seeds}), {_plan(cfg)} ...", flush=True)
+            t0 = time.time()
             res = train(cfg)
             m = res.metrics or {}
             runs[name].append(m)
@@ -165,22 +168,39 @@ def _export_and_infer(out: Path, ckpts: dict[str, Path], scene_gt: tuple[Path, P
             f"Outputs: {out / 'infer'} (COCO json, GeoJSON, preview).", ""]
 
 
-def _schedule(args) -> list[str]:
+def _schedule(args, train_ann: Path, train_img: Path) -> list[str]:
     """Schedule overrides: --epochs when given, else the real-data recipe (--data) or the synthetic default."""
     if args.epochs is not None:
         if args.epochs < 1:
             raise AdlaError(f"--epochs must be at least 1, got {args.epochs}")
         return [f"optim.epochs={args.epochs}", f"optim.milestones=[{max(args.epochs - 2, 1)}]"]
     if args.data:
-        return list(REAL_RECIPE)
+        return real_recipe(train_ann, train_img)
     return [f"optim.epochs={SYNTH_EPOCHS}", f"optim.milestones=[{SYNTH_EPOCHS - 2}]"]
 
 
-def _plan(args) -> str:
-    if args.epochs is None and args.data:
-        iters = next(o.split("=")[1] for o in REAL_RECIPE if o.startswith("optim.iters="))
-        return f"real-data recipe, {iters} iterations"
-    return f"{args.epochs or SYNTH_EPOCHS} epochs"
+def real_recipe(train_ann: Path, train_img: Path, batch: int = 4) -> list[str]:
+    """The real-data recipe for a training set: square crops as large as the shorter side of its
+    smallest image (a multiple of 32 between 128 and 512), and the iterations that spend ``REAL_PIXELS``."""
+    import math
+
+    from adla.data.coco import CocoDetection
+
+    ds = CocoDetection(str(train_ann), str(train_img))
+    short = min(min(int(r["height"]), int(r["width"])) for r in ds.images)
+    crop = min(512, max(128, 32 * math.ceil(short / 32)))
+    iters = max(1, round(REAL_PIXELS / (batch * crop * crop)))
+    decay_epoch = max(1, int(REAL_DECAY_AT * iters / math.ceil(len(ds) / batch)))  # milestones count epochs
+    return REAL_RECIPE + [f"data.crop={crop}", f"optim.iters={iters}", f"data.batch_size={batch}",
+                          f"optim.milestones=[{decay_epoch}]"]
+
+
+def _plan(cfg) -> str:
+    if cfg.optim.iters:
+        ema = f", EMA {cfg.optim.ema}" if cfg.optim.ema else ""
+        return (f"real-data recipe: {cfg.optim.iters} iterations of {cfg.data.batch_size} crops of "
+                f"{cfg.data.crop} px, {cfg.model.norm} norm, D4 views, {cfg.optim.schedule} lr{ema}")
+    return f"{cfg.optim.epochs} epochs"
 
 
 def _seed_report(runs: dict[str, list[dict]], classes: list[str], out: Path, seeds: int) -> list[str]:

@@ -26,7 +26,7 @@ def _infer(args: argparse.Namespace) -> int:
     check_infer_args(args)  # once, before the first scene: sets args.tile from a fixed-size model
     results = infer_scenes(
         args.scenes, args.model, args.out, device=args.device, shard_spec=args.shard,
-        preview_size=args.preview_size, bands=tuple(args.bands) if args.bands else None,
+        preview_size=args.preview_size, preview_score=args.preview_score, bands=tuple(args.bands) if args.bands else None,
         tile=args.tile, overlap=args.overlap, batch=args.batch, score_thr=args.score, workers=args.workers,
         merge_cut=args.merge_cut, full_pass=args.full_pass, classes=args.classes, progress=not args.quiet,
         resume=args.resume,
@@ -66,6 +66,8 @@ def register(subparsers) -> None:
     p.add_argument("--shard", default=None, metavar="i/n",
                    help="process only scenes k with k %% n == i (i from 0); see below")
     p.add_argument("--preview-size", type=int, default=2048, help="long side of the preview picture; 0: none")
+    p.add_argument("--preview-score", type=float, default=0.3,
+                   help="draw boxes of at least this score in the preview (default 0.3; the outputs keep all)")
     p.add_argument("--resume", action="store_true",
                    help="skip scenes whose outputs are complete in --out (STEM.coco.json is written last)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -28,7 +28,7 @@ from adla.runtime.backends import Backend, load_backend
 from adla.runtime.merge import Detections, LocalMerger, cat_detections, single_thread
 from adla.runtime.readers import SceneInfo, SceneReader
 from adla.runtime.tiling import parse_shard, shard, tile_windows
-from adla.runtime.writers import SceneWriter
+from adla.runtime.writers import PREVIEW_SCORE, SceneWriter
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".png", ".jpg", ".jpeg")
 
@@ -372,7 +372,7 @@ def summary_table(results: list[SceneResult]) -> str:
 def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir: str | Path, *,
                  device: str = "auto", shard_spec: str | None = None, preview_size: int = 2048,
                  bands: tuple[int, ...] | None = None, print_summary: bool = True, resume: bool = False,
-                 **opts) -> list[SceneResult]:
+                 preview_score: float = PREVIEW_SCORE, **opts) -> list[SceneResult]:
     """Run tiled inference over scenes (folders expanded; ``shard_spec`` "i/n" keeps scene k with
     k % n == i) and stream per scene ``{stem}.coco.json``, ``{stem}.geojson`` and ``{stem}.preview.jpg``
     into ``out_dir`` (``SceneWriter``: a killed run leaves ``{stem}.partial.geojsonl``).
@@ -397,7 +397,7 @@ def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir:
             reader = SceneReader(path, bands=bands)
             preview = reader.read_overview(preview_size) if preview_size > 0 else None
             writer = SceneWriter(out_dir, stem, class_names=list(backend.meta.class_names), info=reader.info,
-                                 preview=preview)
+                                 preview=preview, preview_score=preview_score)
             del preview
             result = infer_reader(reader, backend, sink=writer, **opts)
             result.outputs = writer.outputs

@@ -102,21 +102,50 @@ def geojson_dict(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
     return out
 
 
-def draw_preview(image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor, scale: float):
-    """PIL image of ``image`` (RGB uint8 [3,h,w], the scene down-scaled by ``scale``) with boxes drawn."""
+PREVIEW_SCORE = 0.3  # boxes below this score are in the outputs but not drawn: dense scenes stay readable
+
+
+def _draw_boxes(draw, boxes: np.ndarray, labels: list[int], scale: float) -> None:
+    for (x0, y0, x1, y1), c in zip((boxes / scale).tolist(), labels):
+        draw.rectangle([x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)], outline=PALETTE[c % len(PALETTE)], width=1)
+
+
+def draw_legend(pic, class_names: list[str], counts: list[int], min_score: float) -> None:
+    """A box in the top-left corner: one colour swatch per class with its name and drawn-box count."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(pic)
+    rows = [(PALETTE[i % len(PALETTE)], f"{name}: {n}") for i, (name, n) in enumerate(zip(class_names, counts))]
+    rows.append((None, f"score >= {min_score:g}"))
+    width = 14 + 7 * max(len(text) for _, text in rows)
+    draw.rectangle([4, 4, 4 + width, 8 + 14 * len(rows)], fill=(0, 0, 0))
+    for k, (colour, text) in enumerate(rows):
+        y = 7 + 14 * k
+        if colour is not None:
+            draw.rectangle([8, y + 2, 16, y + 10], fill=colour)
+        draw.text((20, y), text, fill=(255, 255, 255))
+
+
+def draw_preview(image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor, scale: float,
+                 scores: torch.Tensor | None = None, class_names: list[str] | None = None,
+                 min_score: float = PREVIEW_SCORE):
+    """PIL image of ``image`` (RGB uint8 [3,h,w], the scene down-scaled by ``scale``) with the boxes
+    (xyxy scene px) of score >= ``min_score`` drawn in their class colour, and a legend when names are given."""
     from PIL import Image, ImageDraw
 
     pic = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
-    draw = ImageDraw.Draw(pic)
-    b = (boxes.detach().cpu().double().numpy() / scale).tolist()
-    for (x0, y0, x1, y1), c in zip(b, labels.detach().cpu().tolist()):
-        draw.rectangle([x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)], outline=PALETTE[c % len(PALETTE)], width=2)
+    keep = torch.ones(len(boxes), dtype=torch.bool) if scores is None else scores.detach().cpu() >= min_score
+    lab = labels.detach().cpu()[keep]
+    _draw_boxes(ImageDraw.Draw(pic), boxes.detach().cpu()[keep].double().numpy(), lab.tolist(), scale)
+    if class_names:
+        draw_legend(pic, class_names, torch.bincount(lab, minlength=len(class_names)).tolist(), min_score)
     return pic
 
 
 def write_preview(path: str | Path, image: np.ndarray, boxes: torch.Tensor, labels: torch.Tensor,
-                  scale: float) -> Path:
-    pic = draw_preview(image, boxes, labels, scale)
+                  scale: float, scores: torch.Tensor | None = None, class_names: list[str] | None = None,
+                  min_score: float = PREVIEW_SCORE) -> Path:
+    pic = draw_preview(image, boxes, labels, scale, scores, class_names, min_score)
     fmt = "PNG" if Path(path).suffix.lower() == ".png" else "JPEG"
     with atomic_path(path) as tmp:
         pic.save(tmp, format=fmt, quality=90)
@@ -138,7 +167,8 @@ def write_outputs(out_dir: str | Path, stem: str, *, boxes: torch.Tensor, scores
     }
     if preview is not None:
         image, scale = preview
-        paths["preview"] = write_preview(out_dir / f"{stem}.preview.jpg", image, boxes, labels, scale)
+        paths["preview"] = write_preview(out_dir / f"{stem}.preview.jpg", image, boxes, labels, scale, scores,
+                                         class_names)
     return paths
 
 
@@ -168,7 +198,7 @@ class SceneWriter:
     SPILL_COLS = 6  # x0, y0, x1, y1, score, label as float32
 
     def __init__(self, out_dir: str | Path, stem: str, *, class_names: list[str], info,
-                 preview: tuple[np.ndarray, float] | None = None):
+                 preview: tuple[np.ndarray, float] | None = None, preview_score: float = PREVIEW_SCORE):
         from affine import Affine
 
         self.out_dir, self.stem, self.class_names, self.info = Path(out_dir), stem, class_names, info
@@ -190,6 +220,8 @@ class SceneWriter:
             image, self._scale = preview
             self._preview = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
             self._draw = ImageDraw.Draw(self._preview)
+        self.preview_score = preview_score
+        self._drawn = np.zeros(len(class_names), dtype=np.int64)
         self.count = 0
         self.outputs: dict[str, Path] = {}
 
@@ -204,9 +236,10 @@ class SceneWriter:
         self._geo.write("\n".join(lines) + "\n")
         self._geo.flush()
         if self._preview is not None:
-            for (x0, y0, x1, y1), c in zip((b / self._scale).tolist(), labels.tolist()):
-                self._draw.rectangle([x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)], outline=PALETTE[c % len(PALETTE)],
-                                     width=2)
+            shown = (scores >= self.preview_score).numpy()
+            drawn = labels.numpy()[shown]
+            _draw_boxes(self._draw, b[shown], drawn.tolist(), self._scale)
+            self._drawn += np.bincount(drawn, minlength=len(self.class_names))[: len(self.class_names)]
         self.count += len(rec)
 
     def abort(self) -> None:
@@ -219,6 +252,7 @@ class SceneWriter:
         self._spill.close()
         self.outputs["geojson"] = self._assemble_geojson()
         if self._preview is not None:
+            draw_legend(self._preview, self.class_names, self._drawn.tolist(), self.preview_score)
             path = self.out_dir / f"{self.stem}.preview.jpg"
             with atomic_path(path) as tmp:
                 self._preview.save(tmp, format="JPEG", quality=90)

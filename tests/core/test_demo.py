@@ -34,7 +34,7 @@ def test_demo_with_data_and_seeds_reports_the_spread(tmp_path, capsys):
     train = make_synth_dataset(data, num_images=4, size=(96, 96), seed=2, split_name="train")
     val = make_synth_dataset(data, num_images=2, size=(96, 96), seed=2, split_name="val")
     out = tmp_path / "demo"
-    # no --epochs: the real-data recipe (GroupNorm, D4 views, iteration budget, cosine, EMA), cut to 2 iterations
+    # no --epochs: the real-data recipe (GroupNorm, D4 views, crops, iteration budget), cut to 2 iterations
     code = main(["demo", "--out", str(out), "--data", str(train), "--images", str(data), "--val", str(val),
                  "--val-images", str(data), "--seeds", "2", "--skip-export",
                  "--set", "optim.iters=2", "optim.warmup_iters=1", "model.fpn_channels=32",
@@ -46,3 +46,17 @@ def test_demo_with_data_and_seeds_reports_the_spread(tmp_path, capsys):
         assert (out / name).is_file(), name
     cfg = (out / "adla_seed1" / "config.yaml").read_text()
     assert "norm: gn" in cfg and "seed: 1" in cfg and "rot90: true" in cfg
+
+
+def test_real_recipe_sizes_crops_to_the_data_and_spends_a_pixel_budget(tmp_path):
+    from adla.data.synth import make_synth_dataset
+    from adla.demo import REAL_PIXELS, real_recipe
+
+    small = make_synth_dataset(tmp_path / "a", num_images=1, size=(100, 150), seed=2, split_name="train")
+    large = make_synth_dataset(tmp_path / "b", num_images=1, size=(700, 900), seed=2, split_name="train")
+    a, b = real_recipe(small, tmp_path / "a"), real_recipe(large, tmp_path / "b")
+    assert "data.crop=128" in a and f"optim.iters={round(REAL_PIXELS / (4 * 128 * 128))}" in a  # 100 -> 128
+    assert "data.crop=512" in b and f"optim.iters={round(REAL_PIXELS / (4 * 512 * 512))}" in b  # capped
+    assert "model.norm=gn" in a and "data.rot90=true" in a
+    iters = round(REAL_PIXELS / (4 * 128 * 128))
+    assert f"optim.milestones=[{int(5 / 6 * iters)}]" in a  # one image a epoch: the decay at 5/6 of the budget

@@ -114,3 +114,29 @@ def test_phases_are_timed(scene_png, det_ckpt, tmp_path):
     assert res.phases["model"] > 0 and res.phases["write"] > 0
     assert sum(res.phases.values()) <= res.seconds * 1.01
     assert "read/model/decode/merge/write" in summary_table([res])
+
+
+def test_preview_draws_boxes_above_the_display_score_in_class_colours_with_a_legend(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from adla.runtime.writers import PALETTE
+
+    image = np.zeros((3, 100, 150), dtype=np.uint8)  # the 300 x 200 scene at half size
+    w = SceneWriter(tmp_path, "p", class_names=["car", "plane", "ship"], info=info(tmp_path),
+                    preview=(image, 2.0), preview_score=0.3)
+    w.write({"boxes": torch.tensor([[200.0, 140.0, 240.0, 180.0], [100.0, 150.0, 140.0, 190.0],
+                                    [250.0, 20.0, 290.0, 60.0]]),
+             "scores": torch.tensor([0.75, 0.12, 0.5]), "labels": torch.tensor([1, 0, 2])})
+    outs = w.close()
+    pic = np.asarray(Image.open(outs["preview"]).convert("RGB")).astype(int)
+
+    def near(x, y, colour):  # JPEG blurs a 1-px line's colour: the same dominant channel, and bright
+        return pic[y, x].argmax() == int(np.argmax(colour)) and pic[y, x].max() > 150
+
+    assert near(100, 80, PALETTE[1])  # plane (0.75): left edge of (100,70)-(120,90) in the preview
+    assert near(125, 20, PALETTE[2])  # ship (0.5): left edge of (125,10)-(145,30)
+    assert pic[75:95, 50].max() < 60  # car (0.12) at (50,75)-(70,95): in the outputs, not drawn
+    assert w._drawn.tolist() == [0, 1, 1]
+    assert len(json.loads(outs["coco"].read_text())["annotations"]) == 3
+    assert pic[8:60, 4:40].max() > 200  # the legend's white text on its black box
