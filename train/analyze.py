@@ -24,7 +24,7 @@ from adla.io import atomic_path, write_json
 from adla.train.assigners import ASSIGNERS, build_assigner
 from adla.train.loss import SIZE_BUCKETS, bucket_of
 
-DEFAULT_ASSIGNERS = ("maxiou", "adla", "atss")
+DEFAULT_ASSIGNERS = ("maxiou", "adla", "atss", "nwd", "rfla")
 BUCKETS = [name for name, _, _ in SIZE_BUCKETS]
 
 
@@ -72,8 +72,8 @@ def analyze_assignment(
 ) -> dict:
     """Positives per GT and the share of GTs with no positive, per AI-TOD size bucket, per assigner.
 
-    ``assigner_specs``: {label: (name in ``ASSIGNERS``, params)}; default maxiou, adla, atss with their
-    defaults; ``anchor_spec``: default ``AnchorSpec()`` (the paper's sub-size anchors). Sizes are
+    ``assigner_specs``: {label: (name in ``ASSIGNERS``, params)}; default maxiou, adla, atss, nwd, rfla
+    with their defaults; ``anchor_spec``: default ``AnchorSpec()`` (the paper's sub-size anchors). Sizes are
     sqrt(w*h): very tiny < 8 px, tiny 8-16, small 16-32, medium >= 32. Every
     assigner runs with ``pred_boxes=None`` and ``progress=0`` (see the module docstring).
     Returns a JSON-ready dict (means are None for an empty bucket).

@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "No predictions exist here: ADLA shows its adaptive thresholds at progress 0.",
     )
     p.add_argument("ann_json", type=Path, help="COCO annotation json")
-    p.add_argument("--assigners", nargs="+", default=["maxiou", "adla", "atss"], metavar="SPEC",
+    p.add_argument("--assigners", nargs="+", default=["maxiou", "adla", "atss", "nwd", "rfla"], metavar="SPEC",
                    help="assigner names, optionally with parameters: 'maxiou:match_low_quality=false' "
-                        "'adla:adaptive=false' (default: maxiou adla atss)")
+                        "'adla:adaptive=false' (default: maxiou adla atss nwd rfla)")
     p.add_argument("--out", type=Path, default=Path("runs/assign_analysis"),
                    help="folder for assign_analysis.json and assign_analysis.png (default: %(default)s)")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images")
@@ -44,10 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
     p = bench_subparsers.add_parser(
         "assign",
-        help="time and peak memory of max-IoU vs ADLA at 800x800 (~118k anchors) and many tiny GTs",
-        description="Times MaxIoUAssigner and AdaptiveDynamicAssigner (regressed boxes = jittered anchors, "
-                    "progress 0.7, so the dynamic IoU is active) on the anchors of an 800x800 input and "
-                    "random tiny GTs, on CPU and on CUDA when present.",
+        help="time and peak memory of max-IoU, ADLA, NWD and RFLA at 800x800 (~118k anchors), tiny GTs",
+        description="Times the maxiou, adla, nwd and rfla assigners with their defaults (regressed boxes = "
+                    "jittered anchors, progress 0.7, so ADLA's dynamic IoU is active) on the anchors of an "
+                    "800x800 input and random tiny GTs, on CPU and on CUDA when present.",
     )
     p.add_argument("--gts", type=int, nargs="+", default=list(DEFAULT_BENCH_GTS), help="GT counts to run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per cell (median reported)")
@@ -161,6 +161,9 @@ def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> 
     return statistics.median(times)
 
 
+BENCH_ASSIGNERS = ("maxiou", "adla", "nwd", "rfla")
+
+
 def bench_assign(
     gts: Sequence[int] = DEFAULT_BENCH_GTS,
     repeats: int = 5,
@@ -168,58 +171,53 @@ def bench_assign(
     devices: Sequence[str] = ("cpu",),
     seed: int = 0,
     show_progress: bool = True,
+    names: Sequence[str] = BENCH_ASSIGNERS,
 ) -> dict:
-    """Median time and peak memory of max-IoU and ADLA per (device, GT count); a JSON-ready dict."""
+    """Median time and peak memory of each assigner in ``names`` (default settings) per (device, GT
+    count); a JSON-ready dict. Row keys ``<name>_ms``, ``<name>_peak_mb``, ``<name>_pos``."""
     import torch
     from tqdm import tqdm
 
     from adla.anchors import AnchorSpec, generate_anchors
-    from adla.train.assigners import AdaptiveDynamicAssigner, MaxIoUAssigner
+    from adla.train.assigners import build_assigner
 
-    maxiou, adla = MaxIoUAssigner(), AdaptiveDynamicAssigner()
+    assigners = {name: build_assigner(name, {}) for name in names}
     progress = 0.7
     rows = []
     cells = [(d, n) for d in devices for n in gts]
+    spec = AnchorSpec()
     for dev_name, n in tqdm(cells, desc="bench assign", disable=not show_progress):
         device = torch.device(dev_name)
         gen = torch.Generator().manual_seed(seed + n)
-        anchors_cpu = generate_anchors(AnchorSpec(), size, size)
+        anchors_cpu = generate_anchors(spec, size, size)
         anchors = anchors_cpu.to(device)
         pred = jittered(anchors_cpu, gen).to(device)
         gt = random_tiny_gts(n, size, gen).to(device)
         labels = torch.zeros(n, dtype=torch.long, device=device)
-
-        def run_maxiou(gt=gt, labels=labels, anchors=anchors):
-            return maxiou.assign(anchors, gt, labels)
-
-        def run_adla(gt=gt, labels=labels, anchors=anchors, pred=pred):
-            return adla.assign(anchors, gt, labels, pred_boxes=pred, progress=progress)
-
-        t_max = _median_ms(run_maxiou, repeats, device)
-        t_adla = _median_ms(run_adla, repeats, device)
-        if device.type == "cuda":
-            m_max, m_adla = _cuda_peak_mb(run_maxiou, device), _cuda_peak_mb(run_adla, device)
-        else:
-            m_max, m_adla = _cpu_peak_mb(run_maxiou), _cpu_peak_mb(run_adla)
-        r_max, r_adla = run_maxiou(), run_adla()
-        rows.append({
+        levels = spec.level_counts(size, size)
+        row = {
             "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "gts": n,
             "anchors": anchors.shape[0],
-            "maxiou_ms": t_max,
-            "adla_ms": t_adla,
-            "ratio": t_adla / t_max if t_max > 0 else float("nan"),
-            "maxiou_peak_mb": m_max,
-            "adla_peak_mb": m_adla,
             "dense_matrix_mb": anchors.shape[0] * n * 4 / 2**20,
-            "maxiou_pos": r_max.num_pos,
-            "adla_pos": r_adla.num_pos,
-        })
+        }
+        for name, assigner in assigners.items():
+            def run(assigner=assigner, gt=gt, labels=labels, anchors=anchors, pred=pred, levels=levels):
+                return assigner.assign(anchors, gt, labels, pred_boxes=pred, progress=progress,
+                                       num_level_anchors=levels)
+
+            row[f"{name}_ms"] = _median_ms(run, repeats, device)
+            row[f"{name}_peak_mb"] = _cuda_peak_mb(run, device) if device.type == "cuda" else _cpu_peak_mb(run)
+            row[f"{name}_pos"] = run().num_pos
+        base = row.get("maxiou_ms", 0.0)
+        row["ratio"] = row["adla_ms"] / base if base > 0 and "adla_ms" in row else float("nan")
+        rows.append(row)
     return {
         "size": size,
         "repeats": repeats,
         "progress": progress,
         "threads": torch.get_num_threads(),
+        "assigners": list(names),
         "memory_method": {
             "cpu": "peak RSS above the pre-call RSS (Linux VmHWM reset by /proc/self/clear_refs, "
                    "malloc_trim first)",
@@ -233,23 +231,25 @@ def format_bench_table(res: dict) -> str:
     def mb(v):
         return "n/a" if v is None else f"{v:.1f}"
 
-    head = (f"{'device':<22} {'GTs':>6} {'maxiou ms':>10} {'adla ms':>9} {'ratio':>6} "
-            f"{'maxiou MB':>10} {'adla MB':>8} {'AxG MB':>8} {'pos max/adla':>14}")
+    names = res["assigners"]
     n_anchors = res["rows"][0]["anchors"] if res["rows"] else 0
     title = (f"assign bench: {res['size']}x{res['size']} input, {n_anchors} anchors, random tiny GTs "
              f"(2-16 px), ADLA at progress {res['progress']} with jittered anchors as regressed boxes; "
              f"median of {res['repeats']} runs, {res['threads']} CPU threads")
+    head = f"{'device':<12} {'GTs':>6}" + "".join(f" {n + ' ms':>10} {'x':>5}" for n in names)
+    head += "".join(f" {n + ' MB':>10}" for n in names) + f" {'AxG MB':>8}  positives ({'/'.join(names)})"
     lines = [title, head]
     for r in res["rows"]:
-        lines.append(
-            f"{r['device'][:22]:<22} {r['gts']:>6} {r['maxiou_ms']:>10.1f} {r['adla_ms']:>9.1f} "
-            f"{r['ratio']:>6.2f} {mb(r['maxiou_peak_mb']):>10} {mb(r['adla_peak_mb']):>8} "
-            f"{r['dense_matrix_mb']:>8.0f} "
-            f"{str(r['maxiou_pos']) + '/' + str(r['adla_pos']):>14}"
-        )
+        base = r.get("maxiou_ms", 0.0)
+        cells = "".join(f" {r[n + '_ms']:>10.1f} {r[n + '_ms'] / base if base else float('nan'):>5.2f}"
+                        for n in names)
+        cells += "".join(f" {mb(r[n + '_peak_mb']):>10}" for n in names)
+        pos = "/".join(str(r[n + "_pos"]) for n in names)
+        lines.append(f"{r['device'][:12]:<12} {r['gts']:>6}{cells} {r['dense_matrix_mb']:>8.0f}  {pos}")
     lines += [
-        (f"ratio = adla / maxiou (target <= {RATIO_TARGET}); AxG MB = one dense float32 anchors x GTs "
-         "matrix, for scale (never allocated)"),
+        (f"x = time / maxiou's; ratio = adla / maxiou (target <= {RATIO_TARGET}); nwd and rfla score "
+         "every anchor against every GT (their quality is never 0), target <= 3; AxG MB = one dense "
+         "float32 anchors x GTs matrix, for scale"),
         f"peak MB: CPU = {res['memory_method']['cpu']}; CUDA = {res['memory_method']['cuda']}",
     ]
     return "\n".join(lines)

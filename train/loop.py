@@ -33,7 +33,7 @@ from adla.data.verify import check_has_boxes, check_image_headers
 from adla.errors import AdlaError
 from adla.io import write_json, write_text
 from adla.model import build_detector
-from adla.train.assigners import alpha_schedule, build_assigner
+from adla.train.assigners import build_assigner
 from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from adla.train.loss import SIZE_BUCKETS, AssignStats, DetectionLoss
 from adla.train.schedule import EpochSampler, WeightEMA, lr_factor
@@ -93,9 +93,7 @@ def _seed_all(seed: int) -> None:
 
 def current_alpha(assigner, progress: float) -> float:
     """The dynamic-IoU weight alpha the assigner uses at ``progress`` (1.0 for static assigners)."""
-    if getattr(assigner, "dynamic", False) and hasattr(assigner, "alpha0"):
-        return float(alpha_schedule(progress, assigner.alpha0))
-    return 1.0
+    return float(assigner.alpha(progress))
 
 
 def build_datasets(cfg: RunConfig) -> tuple[CocoDetection, CocoDetection | None]:

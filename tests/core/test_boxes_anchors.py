@@ -44,3 +44,16 @@ def test_generate_anchors_count_order_and_levels():
     assert spec.level_counts(64, 96) == [96 * 9, 24 * 9, 6 * 9]
     lv = anchor_levels(spec, 64, 96)
     assert lv.tolist().count(0) == 96 * 9 and lv.tolist().count(2) == 6 * 9
+
+
+def test_pairwise_and_paired_iou_and_aspect_ratios():
+    import torchvision
+
+    from adla.boxes import aspect_ratios, paired_iou, pairwise_iou
+
+    a = torch.tensor([[0.0, 0, 10, 10], [5, 5, 15, 25], [0, 0, 4, 0]])
+    b = torch.tensor([[0.0, 0, 10, 20], [20, 20, 30, 30]])
+    assert torch.equal(pairwise_iou(a[:2], b), torchvision.ops.box_iou(a[:2], b))
+    assert torch.allclose(pairwise_iou(a[:2], b)[:, 0], torch.tensor([0.5, 75 / 325]))
+    assert torch.allclose(paired_iou(a[:2], b), torch.tensor([0.5, 0.0]))
+    assert torch.allclose(aspect_ratios(a), torch.tensor([1.0, 0.5, 0.0]))

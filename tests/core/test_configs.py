@@ -31,4 +31,5 @@ def test_all_paper_settings_are_shipped():
     names = {p.stem for p in CONFIGS}
     for bb in (18, 50, 101):
         assert {f"aitod_retinanet_r{bb}_maxiou", f"aitod_retinanet_r{bb}_adla"} <= names
-    assert "aitod_retinanet_r50_atss" in names and len(CONFIGS) == 12
+    assert {"aitod_retinanet_r50_atss", "aitod_retinanet_r50_nwd", "aitod_retinanet_r50_rfla"} <= names
+    assert len(CONFIGS) == 14

@@ -43,6 +43,8 @@ SPECS = {
     "maxiou-nolq": ("maxiou", {"match_low_quality": False}),
     "adla": ("adla", {}),
     "atss": ("atss", {}),
+    "nwd": ("nwd", {}),
+    "rfla": ("rfla", {}),
 }
 
 
@@ -61,6 +63,11 @@ def test_analyze_assignment_counts(coco):
     # A 40x40 GT matches many sub-size anchors at IoU >= 0.5.
     assert res["assigners"]["maxiou-nolq"]["buckets"]["medium"]["positives"] >= 3
     assert res["assigners"]["atss"]["buckets"]["all"]["positives"] >= 4
+    # NWD (with low-quality matching) and RFLA (top-k ranking) give every GT a positive, tiny ones too.
+    for label in ("nwd", "rfla"):
+        assert res["assigners"][label]["buckets"]["all"]["zero_pos_share"] == 0.0
+    # RFLA's stage 1 takes the top 3 receptive fields of each GT, each shared by 3 anchor scales.
+    assert res["assigners"]["rfla"]["buckets"]["very_tiny"]["positives"] >= 9
     table = format_analysis_table(res)
     assert "mean positives per GT" in table and "maxiou-nolq" in table and "very_tiny (1)" in table
 
@@ -78,8 +85,11 @@ def test_parse_assigner_spec():
     assert parse_assigner_spec("maxiou") == ("maxiou", "maxiou", {})
     assert parse_assigner_spec("adla:adaptive=false,alpha0=0.5") == (
         "adla:adaptive=false,alpha0=0.5", "adla", {"adaptive": False, "alpha0": 0.5})
-    with pytest.raises(AdlaError, match="unknown assigner 'nwd'"):
-        parse_assigner_spec("nwd")
+    assert parse_assigner_spec("nwd:constant=8") == ("nwd:constant=8", "nwd", {"constant": 8})
+    with pytest.raises(AdlaError, match="unknown assigner 'hungarian'"):
+        parse_assigner_spec("hungarian")
+    with pytest.raises(AdlaError, match="unknown parameter.*'prune'"):
+        parse_assigner_spec("rfla:prune=false")
     with pytest.raises(AdlaError, match="alpha"):
         parse_assigner_spec("adla:alpha=0.5")
     with pytest.raises(AdlaError, match="key=value"):
@@ -130,4 +140,5 @@ def test_bench_assign_small(tmp_path, capsys):
     assert [r["gts"] for r in res["rows"]] == [3, 20]
     for r in res["rows"]:
         assert r["maxiou_ms"] > 0 and r["adla_ms"] > 0 and r["anchors"] == 3024
-        assert r["adla_pos"] > 0
+        assert r["nwd_ms"] > 0 and r["rfla_ms"] > 0
+        assert r["adla_pos"] > 0 and r["nwd_pos"] > 0 and r["rfla_pos"] >= 9 * r["gts"] // 2
