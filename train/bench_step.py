@@ -36,10 +36,18 @@ def _batch(size: int, batch: int, objects: int, num_classes: int, seed: int = 0)
 
 
 def bench_train_step(*, config: str | None = None, size: int = 512, batch: int = 2, objects: int = 300,
-                     steps: int = 10, warmup: int = 2, device: str = "auto", progress: float = 0.7) -> dict:
-    """Median step time (forward, assignment, loss, backward, SGD step) per assigner, interleaved."""
+                     steps: int = 10, warmup: int = 2, device: str = "auto", progress: float = 0.7,
+                     amp: bool = False) -> dict:
+    """Median step time (forward, assignment, loss, backward, SGD step) per assigner, interleaved.
+
+    ``amp``: mixed precision as ``adla train`` runs it (autocast around the forward pass, GradScaler,
+    gradient clipping at the config's ``optim.grad_clip``), on CUDA only. Each row also has images/s
+    (batch / median step) and the peak GPU memory of that assigner's steps (None on the CPU): torch's
+    max allocated, which counts both assigners' models and optimiser states (``adla train`` holds one).
+    """
     cfg: RunConfig = load_config(config, [] if config else SMALL_MODEL)
     dev = pick_device(device)
+    use_amp = amp and dev.type == "cuda"
     images, targets = _batch(size, batch, objects, cfg.model.num_classes)
     images = images.to(dev)
     targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
@@ -54,50 +62,68 @@ def bench_train_step(*, config: str | None = None, size: int = 512, batch: int =
         model.load_state_dict(base.state_dict())
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
         loss = DetectionLoss(build_assigner(aname, params))
-        runs[name] = (model, opt, loss)
+        runs[name] = (model, opt, loss, torch.amp.GradScaler("cuda", enabled=use_amp))
+    del base
+    clip = cfg.optim.grad_clip if use_amp else None
 
     def step(name: str) -> tuple[float, float]:
-        model, opt, loss = runs[name]
+        model, opt, loss, scaler = runs[name]
         if dev.type == "cuda":
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
-        cls, box = model(images)
+        with torch.autocast(dev.type, enabled=use_amp):
+            cls, box = model(images)
         losses, _, npos = loss(cls, box, targets, anchors, progress, counts)
         opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        opt.step()
+        scaler.scale(losses["total"]).backward()
+        if clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        scaler.step(opt)
+        scaler.update()
         if dev.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0, float(npos)
 
     times: dict[str, list[float]] = {n: [] for n in runs}
     pos: dict[str, float] = {}
+    peak: dict[str, float | None] = {n: None for n in runs}
     for i in range(warmup + steps):
         for name in runs:  # interleaved, so machine noise hits both alike
             dt, npos = step(name)
+            if dev.type == "cuda":
+                peak[name] = max(peak[name] or 0.0, torch.cuda.max_memory_allocated(dev) / 2**20)
             if i >= warmup:
                 times[name].append(dt)
                 pos[name] = npos
     rows = []
     for name, ts in times.items():
         q = statistics.quantiles(ts, n=10) if len(ts) >= 2 else [ts[0]] * 9
-        rows.append({"assigner": name, "median_ms": 1000 * statistics.median(ts), "p10_ms": 1000 * q[0],
-                     "p90_ms": 1000 * q[-1], "positives": pos[name]})
+        med = statistics.median(ts)
+        rows.append({"assigner": name, "median_ms": 1000 * med, "p10_ms": 1000 * q[0],
+                     "p90_ms": 1000 * q[-1], "positives": pos[name], "images_per_s": batch / med,
+                     "peak_mb": peak[name]})
     ratio = rows[1]["median_ms"] / rows[0]["median_ms"]
-    return {"device": str(dev), "size": size, "batch": batch, "objects_per_image": objects,
+    return {"device": str(dev), "amp": use_amp, "size": size, "batch": batch, "objects_per_image": objects,
             "anchors": int(anchors.shape[0]), "steps": steps, "progress": progress, "rows": rows,
             "ratio_adla_over_maxiou": ratio, "model": (f"{cfg.model.backbone} fpn{cfg.model.fpn_channels} "
                                                        f"head{cfg.model.head_channels}x{cfg.model.head_convs}")}
 
 
 def format_step_table(res: dict) -> str:
-    head = (f"train step on {res['device']}: {res['model']}, batch {res['batch']} x {res['size']}^2 px, "
-            f"{res['objects_per_image']} GTs/image, {res['anchors']} anchors, progress {res['progress']}")
-    lines = [head,
-             f"{'assigner':<10} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} {'positives':>10}"]
+    head = (f"train step on {res['device']}{' (AMP)' if res.get('amp') else ''}: {res['model']}, batch "
+            f"{res['batch']} x {res['size']}^2 px, {res['objects_per_image']} GTs/image, {res['anchors']} anchors, "
+            f"progress {res['progress']}, {res['steps']} timed steps each")
+    cols = (f"{'assigner':<10} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} {'positives':>10} {'images/s':>9} "
+            f"{'peak GPU MB':>12}")
+    lines = [head, cols]
     for r in res["rows"]:
+        peak = "n/a" if r.get("peak_mb") is None else f"{r['peak_mb']:.0f}"
         lines.append(f"{r['assigner']:<10} {r['median_ms']:>10.1f} {r['p10_ms']:>9.1f} {r['p90_ms']:>9.1f} "
-                     f"{r['positives']:>10.0f}")
+                     f"{r['positives']:>10.0f} {r['images_per_s']:>9.2f} {peak:>12}")
+    if any(r.get("peak_mb") is not None for r in res["rows"]):
+        lines.append("peak GPU MB: max allocated during that assigner's steps, both models and optimisers resident")
     verdict = "within" if res["ratio_adla_over_maxiou"] <= 1.05 else "OVER"
     lines.append(f"ADLA / max-IoU step time: {res['ratio_adla_over_maxiou']:.3f} ({verdict} the 1.05x target)")
     return "\n".join(lines)

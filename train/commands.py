@@ -56,6 +56,8 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per assigner (default 10)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision as adla train runs it (autocast, GradScaler, clipping); CUDA only")
     p.add_argument("--json", help="write the results as JSON here")
     p.set_defaults(func=_bench_train_step)
 
@@ -64,7 +66,7 @@ def _bench_train_step(args) -> int:
     from adla.train.bench_step import bench_train_step, format_step_table
 
     res = bench_train_step(config=args.config, size=args.size, batch=args.batch, objects=args.objects,
-                           steps=args.steps, warmup=args.warmup, device=args.device)
+                           steps=args.steps, warmup=args.warmup, device=args.device, amp=args.amp)
     print(format_step_table(res))
     if args.json:
         from adla.io import write_json
