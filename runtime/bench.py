@@ -71,7 +71,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # -- child process: one variant, timed, with its own peak RSS -----------------------------------------
-def _maxrss_mb() -> float:
+def maxrss_mb() -> float:
+    """Peak resident memory of this process so far, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
@@ -335,12 +336,12 @@ def _child(spec: dict) -> dict:
         return _child_compare(spec)
     backend = load_backend(spec["model"], spec["device"])
     _warm_up(spec, backend)
-    before = _maxrss_mb()
+    before = maxrss_mb()
     times, info = [], {}
     for _ in range(spec["runs"]):
         seconds, info = VARIANTS[spec["variant"]](spec, backend)
         times.append(seconds)
-    peak = _maxrss_mb()
+    peak = maxrss_mb()
     return {"seconds": times, "peak_mb": peak, "growth_mb": peak - before, **info}
 
 
@@ -358,12 +359,17 @@ def _child_compare(spec: dict) -> dict:
     return {"times": times}
 
 
-def _spawn(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "adla.runtime.bench", json.dumps(spec)],
+def spawn_child(module: str, spec: dict, what: str) -> dict:
+    """Run ``python -m module SPEC_JSON`` in its own process (own peak RSS); its last stdout line as JSON."""
+    proc = subprocess.run([sys.executable, "-m", module, json.dumps(spec)],
                           check=False, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AdlaError(f"benchmark variant {spec['variant']!r} failed:\n{proc.stderr[-3000:]}")
+        raise AdlaError(f"{what} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _spawn(spec: dict) -> dict:
+    return spawn_child("adla.runtime.bench", spec, f"benchmark variant {spec['variant']!r}")
 
 
 # -- parent: tables ----------------------------------------------------------------------------------

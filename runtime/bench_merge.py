@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
-import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING
 
 from adla.errors import AdlaError
+from adla.runtime.bench import maxrss_mb, spawn_child
 
 if TYPE_CHECKING:
     import torch
@@ -88,17 +87,13 @@ def synthetic_tiled_detections(boxes: int, *, tile: int = 512, overlap: float = 
     return parts, windows
 
 
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _child(spec: dict) -> dict:
     import torch
 
     from adla.runtime.merge import LocalMerger, cat_detections, nms_merge
 
     parts, windows = synthetic_tiled_detections(spec["boxes"], tile=spec["tile"], overlap=spec["overlap"])
-    before = _maxrss_mb()
+    before = maxrss_mb()
     t = time.perf_counter()
     if spec["method"] == "local":  # fed tile by tile, as adla infer does
         merger = LocalMerger(windows, nms_iou=0.5, merge_cut=spec.get("merge_cut", False))
@@ -114,16 +109,12 @@ def _child(spec: dict) -> dict:
         kept = len(nms_merge(cat_detections(parts), 0.5)["scores"])
         pending = 0
     seconds = time.perf_counter() - t
-    return {"seconds": seconds, "growth_mb": _maxrss_mb() - before, "boxes_in": sum(len(p["scores"]) for p in parts),
+    return {"seconds": seconds, "growth_mb": maxrss_mb() - before, "boxes_in": sum(len(p["scores"]) for p in parts),
             "boxes_out": kept, "tiles": len(windows), "pending_peak": pending}
 
 
 def _spawn(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "adla.runtime.bench_merge", json.dumps(spec)],
-                          check=False, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AdlaError(f"merge benchmark {spec} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return spawn_child("adla.runtime.bench_merge", spec, f"merge benchmark {spec}")
 
 
 def _sahi_greedy_nmm(dets: dict, thr: float = 0.5) -> dict:
