@@ -2,7 +2,7 @@
 # Install (if needed) and run the checks: ruff, mypy on the TensorRT code against tensorrt-stubs, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
+ADLA_EXTRAS=${ADLA_EXTRAS:-dev,ray} bash scripts/install.sh   # the tests run the Ray path for real
 . .venv/bin/activate
 ruff check adla train export runtime tests
 python tests/export/trt_stubs.py .venv/trt-stubs && MYPYPATH=.venv/trt-stubs mypy --config-file .venv/trt-stubs/mypy.ini export/tensorrt_build.py runtime/backends.py
