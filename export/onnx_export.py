@@ -1,4 +1,4 @@
-"""Export a checkpoint's detector to ONNX, with its metadata, and open onnxruntime sessions.
+"""Export a checkpoint's detector to ONNX, with its metadata (onnxruntime sessions: ``session.make_session``).
 
 Graph contract (the runtime relies on these names):
 
@@ -47,6 +47,7 @@ from adla.io import atomic_path, read_json
 from adla.postprocess import PostprocessConfig
 
 from .adapters import ONNX_TRANSLATIONS, NMSAdapter, RawAdapter
+from .parity import random_images, run_parity
 
 VARIANTS = ("raw", "nms")
 OUTPUT_NAMES = {"raw": ["cls_logits", "box_deltas"], "nms": ["num_dets", "boxes", "scores", "labels"]}
@@ -133,34 +134,6 @@ def read_metadata(path: str | Path) -> dict:
     raise AdlaError(f"ONNX file has no {METADATA_KEY!r} metadata (not exported by adla)", path)
 
 
-def make_session(path: str | Path, device: str = "auto"):
-    """An onnxruntime InferenceSession: CUDA when asked or ("auto") when available, else CPU.
-
-    ``device`` is "auto", "cpu" or "cuda". CUDA needs the ``onnxruntime-gpu`` package (``pip install
-    adla[gpu]``) and a GPU that torch sees.
-    """
-    import onnxruntime as ort
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise AdlaError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
-    if device == "cuda" and not cuda_ok:
-        raise AdlaError("device cuda asked, but onnxruntime has no CUDAExecutionProvider or no GPU is "
-                        "visible: install onnxruntime-gpu (pip install 'adla[gpu]') on a machine with a GPU")
-    providers = ["CPUExecutionProvider"]
-    if cuda_ok and device in ("auto", "cuda"):
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    path = Path(path)
-    if not path.is_file():
-        raise AdlaError("ONNX file not found", path)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as exc:
-        raise AdlaError(f"onnxruntime cannot load the model ({exc})", path) from exc
-
-
 def _dynamic_shapes(dynamic_hw: bool) -> dict:
     batch = torch.export.Dim("batch", min=1, max=4096)
     dims: dict[int, Any] = {0: batch}
@@ -221,8 +194,6 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, *, input_size: tupl
     An export that fails the checker raises AdlaError and leaves no file.
     """
     import onnx
-
-    from .parity import random_images, run_parity
 
     if variant not in VARIANTS:
         raise AdlaError(f"unknown ONNX variant {variant!r}; choose one of {VARIANTS}")

@@ -122,7 +122,7 @@ def run_parity(model: torch.nn.Module, ckpt: dict, onnx_path: str | Path, images
     nms: the graph's padded outputs against ``adla.postprocess`` on the PyTorch outputs.
     """
     from .adapters import unpad_detections
-    from .onnx_export import make_session
+    from .session import make_session
 
     cfg = ckpt["run_config"]
     pp: PostprocessConfig = cfg.eval

@@ -25,7 +25,8 @@ from adla.errors import AdlaError
 from adla.io import atomic_path, write_json, write_text
 
 from .compare import graphs_identical
-from .onnx_export import check_input_size, export_onnx, make_session
+from .onnx_export import check_input_size, export_onnx
+from .session import make_session
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 

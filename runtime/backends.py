@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from adla.anchors import AnchorSpec
+from adla.checks import check_readable_file
 from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig
 
@@ -235,3 +236,21 @@ def load_backend(model_path: str | Path, device: str = "auto") -> Backend:
     if not path.is_file():
         raise AdlaError("model file not found", path)
     return cast(Backend, BACKENDS[suffix](path, resolve_device(device)))
+
+
+def read_model_meta(model_path: str | Path) -> ModelMeta:
+    """A model's metadata without building a session: the ONNX metadata, an engine's sidecar, or the
+    checkpoint's classes and anchors (a checkpoint takes any input size)."""
+    path = Path(model_path)
+    if path.suffix.lower() not in BACKENDS:
+        raise AdlaError(f"unknown model file type {path.suffix.lower()!r}; expected one of {sorted(BACKENDS)}",
+                        path)
+    check_readable_file(path, "model file")
+    if path.suffix.lower() in (".pt", ".pth"):
+        from adla.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        return ModelMeta(class_names=tuple(ckpt["class_names"]), anchors=ckpt["run_config"].model.anchors)
+    from adla.export.onnx_export import read_metadata
+
+    return ModelMeta.from_dict(read_metadata(path), path)

@@ -65,6 +65,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "synthetic scenes of growing size (--sizes), generated window by window")
     p.add_argument("--sizes", nargs="+", default=["8192", "20000x20000", "50000x20000"],
                    help="scene sizes for --scale-test, WxH or a square side (default 8192 20000x20000 50000x20000)")
+    p.add_argument("--ray", action="store_true",
+                   help="the scene --ray-scenes times: one process vs Ray Data with --actors model actors "
+                        "(pip install -e .[ray]); per-scene overhead of Ray")
+    p.add_argument("--ray-scenes", type=int, default=8, help="--ray: copies of the scene per run (default 8)")
+    p.add_argument("--actors", default="1,2", help="--ray: comma list of actor counts (default 1,2)")
     p.add_argument("--stub-model", action="store_true",
                    help="--scale-test: replace the model by a dense random stand-in (same anchors and classes, about "
                         "2000 boxes a tile): measures everything around the model, at any scale, in minutes")
@@ -76,12 +81,18 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def _options(spec: dict):
+    from adla.runtime.options import TileOptions
+
+    return TileOptions(tile=spec["tile"], overlap=spec["overlap"], batch=spec["batch"], score_thr=spec["score"],
+                       workers=spec["workers"])
+
+
 def _variant_runtime(spec: dict, backend) -> tuple[float, dict]:
     from adla.runtime.pipeline import infer_scene
 
     t = time.perf_counter()
-    r = infer_scene(spec["scene"], backend, tile=spec["tile"], overlap=spec["overlap"], batch=spec["batch"],
-                    score_thr=spec["score"], workers=spec["workers"], progress=False)
+    r = infer_scene(spec["scene"], backend, _options(spec), progress=False)
     return time.perf_counter() - t, {"tiles": r.tiles, "tiles_run": r.tiles_run, "detections": r.detections}
 
 
@@ -186,14 +197,14 @@ def _variant_one_tile(spec: dict, backend) -> tuple[float, dict]:
 
 
 def _variant_model(spec: dict, backend) -> tuple[float, dict]:
-    from adla.runtime.pipeline import _input_size
+    from adla.runtime.pipeline import input_size
     from adla.runtime.readers import SceneReader
     from adla.runtime.tiling import tile_windows
 
     reader = SceneReader(spec["scene"])
     windows = tile_windows(reader.height, reader.width, spec["tile"], spec["overlap"])
     reader.close()
-    in_h, in_w = _input_size(backend, windows, spec["tile"])
+    in_h, in_w = input_size(backend.meta.input_size, windows, spec["tile"])
     n = spec.get("tiles") or len(windows)
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (spec["batch"], 3, in_h, in_w), dtype=np.uint8)  # pre-made, no I/O
@@ -313,8 +324,7 @@ def _variant_scale(spec: dict, backend) -> tuple[float, dict]:
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="adla-scale-out-") as out:
         writer = SceneWriter(out, "scene", class_names=list(backend.meta.class_names), info=scene.info)
-        r = infer_reader(scene, backend, tile=spec["tile"], overlap=spec["overlap"], batch=spec["batch"],
-                         score_thr=spec["score"], workers=spec["workers"], progress=False, sink=writer)
+        r = infer_reader(scene, backend, _options(spec), progress=False, sink=writer)
     return time.perf_counter() - t, {"tiles": r.tiles, "tiles_run": r.tiles_run, "detections": r.detections,
                                      "phases": r.phases, "pending_peak": r.pending_peak}
 
@@ -491,6 +501,11 @@ def run_bench(args: argparse.Namespace) -> int:
         return 0
     if not args.scene:
         raise AdlaError("give a SCENE (or use --scale-test)")
+    if args.ray:
+        from adla.runtime.bench_ray import run_bench_ray
+
+        run_bench_ray(args, models[0], _table)
+        return 0
     width, height = _scene_size(args.scene)
     print(f"scene {Path(args.scene).name}: {width} x {height} px, tile {args.tile}, overlap {args.overlap}, "
           f"batch {args.batch}, workers {args.workers}, model {Path(models[0]).name}")

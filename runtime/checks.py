@@ -8,31 +8,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from adla.checks import check_device, check_readable_file, check_writable_dir
+from adla.checks import check_device, check_writable_dir
 from adla.errors import AdlaError
 
-from .backends import BACKENDS, ModelMeta
+from .backends import ModelMeta, read_model_meta
+from .options import DEFAULT_TILE, TileOptions
 from .pipeline import expand_scenes
-
-DEFAULT_TILE = 800  # for models that take any input size
-
-
-def read_model_meta(model_path: str | Path) -> ModelMeta:
-    """A model's metadata without building a session: the ONNX metadata, an engine's sidecar, or the
-    checkpoint's classes and anchors (a checkpoint takes any input size)."""
-    path = Path(model_path)
-    if path.suffix.lower() not in BACKENDS:
-        raise AdlaError(f"unknown model file type {path.suffix.lower()!r}; expected one of {sorted(BACKENDS)}",
-                        path)
-    check_readable_file(path, "model file")
-    if path.suffix.lower() in (".pt", ".pth"):
-        from adla.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(path)
-        return ModelMeta(class_names=tuple(ckpt["class_names"]), anchors=ckpt["run_config"].model.anchors)
-    from adla.export.onnx_export import read_metadata
-
-    return ModelMeta.from_dict(read_metadata(path), path)
 
 
 def check_output_names(scenes: list[Path]) -> None:
@@ -74,27 +55,35 @@ def resolve_tile(tile: int | None, meta: ModelMeta, model_path: str | Path) -> t
     return tile, None
 
 
-def check_infer_args(args: argparse.Namespace) -> None:
-    """Check ``adla infer``'s arguments against each other, the machine and the model, once.
+def check_infer_args(args: argparse.Namespace) -> TileOptions:
+    """Check ``adla infer``'s arguments against each other, the machine and the model, once, and return
+    the run's ``TileOptions``.
 
-    Sets ``args.tile`` when it was not given (from the model's fixed input size, else 800); prints a
-    warning when a fixed-size model is given a smaller tile.
+    The tile side defaults to the model's fixed input size, else 800; a warning is printed when a
+    fixed-size model is given a smaller tile. ``--score`` not given: the model's own threshold.
     """
     if args.tile is not None and args.tile < 32:
         raise AdlaError(f"--tile must be at least 32, got {args.tile}")
-    if not 0 <= args.overlap < 1:
-        raise AdlaError(f"--overlap is a fraction of the tile in [0, 1), got {args.overlap}")
-    if args.batch < 1 or args.workers < 1:
-        raise AdlaError(f"--batch and --workers must be at least 1, got {args.batch} and {args.workers}")
-    if not 0 <= args.score <= 1:
-        raise AdlaError(f"--score must be in [0, 1], got {args.score}")
+    TileOptions(overlap=args.overlap, batch=args.batch, workers=args.workers, score_thr=args.score)  # ranges
     check_device(args.device)
+    if getattr(args, "ray", None) is not None:
+        from .ray_infer import require_ray
+
+        if args.full_pass:
+            raise AdlaError("--full-pass is not supported with --ray yet; run it without --ray")
+        if args.actors is not None and args.actors < 1:
+            raise AdlaError(f"--actors must be at least 1, got {args.actors}")
+        require_ray()
     check_output_names(expand_scenes(list(args.scenes)))
     check_writable_dir(args.out, "--out")
     meta = read_model_meta(args.model)
     for c in args.classes or []:
         if c not in meta.class_names and not (str(c).isdigit() and int(c) < meta.num_classes):
             raise AdlaError(f"--classes: unknown class {c!r}; the model has {list(meta.class_names)}", args.model)
-    args.tile, warning = resolve_tile(args.tile, meta, args.model)
+    tile, warning = resolve_tile(args.tile, meta, args.model)
     if warning:
         print(f"adla: warning: {warning}", file=sys.stderr)
+    return TileOptions(tile=tile, overlap=args.overlap, batch=args.batch, score_thr=args.score,
+                       workers=args.workers, merge_cut=args.merge_cut, full_pass=args.full_pass,
+                       classes=tuple(args.classes) if args.classes else None,
+                       bands=tuple(args.bands) if args.bands else None)

@@ -16,21 +16,29 @@ Many scenes over several processes or GPUs: start one process per shard with --s
 (i = 0..n-1); scene k of the (folder-expanded) list goes to shard k % n, e.g.
   CUDA_VISIBLE_DEVICES=0 adla infer scenes/ --model m.onnx --out out --shard 0/2 &
   CUDA_VISIBLE_DEVICES=1 adla infer scenes/ --model m.onnx --out out --shard 1/2
+Or let Ray Data run them (pip install 'adla[ray]'): --ray starts a local Ray instance inside the
+command; --ray ADDRESS joins a cluster (adla installed on its nodes, files at the same paths there):
+  adla infer scenes/ --model m.onnx --out out --ray                  # this machine, 1 actor (CPU)
+  adla infer scenes/ --model m.onnx --out out --ray auto --actors 8  # a running cluster, 8 GPU actors
+A killed worker costs a retry of its tiles; --resume skips the scenes already written.
 The exit status is 1 when any scene failed (each failure is listed after the summary)."""
 
 
 def _infer(args: argparse.Namespace) -> int:
     from adla.runtime.checks import check_infer_args
-    from adla.runtime.pipeline import infer_scenes
 
-    check_infer_args(args)  # once, before the first scene: sets args.tile from a fixed-size model
-    results = infer_scenes(
-        args.scenes, args.model, args.out, device=args.device, shard_spec=args.shard,
-        preview_size=args.preview_size, preview_score=args.preview_score, bands=tuple(args.bands) if args.bands else None,
-        tile=args.tile, overlap=args.overlap, batch=args.batch, score_thr=args.score, workers=args.workers,
-        merge_cut=args.merge_cut, full_pass=args.full_pass, classes=args.classes, progress=not args.quiet,
-        resume=args.resume,
-    )
+    options = check_infer_args(args)  # once, before the first scene
+    common = {"device": args.device, "shard_spec": args.shard, "preview_size": args.preview_size,
+              "preview_score": args.preview_score, "resume": args.resume, "progress": not args.quiet}
+    if args.ray is not None:
+        from adla.runtime.ray_infer import infer_scenes_ray
+
+        results = infer_scenes_ray(args.scenes, args.model, args.out, options, address=args.ray or None,
+                                   actors=args.actors, **common)
+    else:
+        from adla.runtime.pipeline import infer_scenes
+
+        results = infer_scenes(args.scenes, args.model, args.out, options, **common)
     return 1 if any(r.error for r in results) else 0
 
 
@@ -53,7 +61,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="checkpoint (.pt), ONNX (.onnx) or TensorRT engine (.engine)")
     p.add_argument("--out", required=True, help="output folder")
     add_infer_arguments(p)
-    p.add_argument("--score", type=float, default=0.3, help="score threshold (default 0.3)")
+    p.add_argument("--score", type=float, default=None,
+                   help="score threshold (default: the model's own, from the ONNX metadata, the engine's "
+                        "sidecar or the checkpoint's eval.score_thr)")
     p.add_argument("--classes", nargs="+", default=None, help="keep only these classes (names or 0-based ids)")
     p.add_argument("--bands", nargs=3, type=int, default=None, metavar="B",
                    help="1-based bands to use as R G B (default: 1 2 3, or band 1 as grey)")
@@ -70,6 +80,11 @@ def register(subparsers) -> None:
                    help="draw boxes of at least this score in the preview (default 0.3; the outputs keep all)")
     p.add_argument("--resume", action="store_true",
                    help="skip scenes whose outputs are complete in --out (STEM.coco.json is written last)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray Data: a local Ray instance (no ADDRESS) or the cluster at ADDRESS "
+                        "(auto, HOST:PORT, ray://HOST:10001); needs pip install 'adla[ray]'")
+    p.add_argument("--actors", type=int, default=None,
+                   help="with --ray: model actors (default: one per GPU of the cluster, else 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_infer)
 

@@ -26,6 +26,7 @@ from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig, postprocess
 from adla.runtime.backends import Backend, load_backend
 from adla.runtime.merge import Detections, LocalMerger, cat_detections, single_thread
+from adla.runtime.options import DEFAULT_OPTIONS, TileOptions
 from adla.runtime.readers import SceneInfo, SceneReader
 from adla.runtime.tiling import parse_shard, shard, tile_windows
 from adla.runtime.writers import PREVIEW_SCORE, SceneWriter
@@ -64,7 +65,7 @@ class SceneResult:
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
 
-def _class_filter(classes: list[str] | None, names: tuple[str, ...]) -> torch.Tensor | None:
+def class_filter(classes: tuple[str, ...] | list[str] | None, names: tuple[str, ...]) -> torch.Tensor | None:
     """Label ids [k] kept by ``classes`` (names or 0-based ids), or None for all."""
     if not classes:
         return None
@@ -79,9 +80,9 @@ def _class_filter(classes: list[str] | None, names: tuple[str, ...]) -> torch.Te
     return torch.tensor(sorted(set(ids)))
 
 
-def _input_size(backend: Backend, windows: list[tuple[int, int, int, int]], tile: int) -> tuple[int, int]:
-    """(H, W) of the model input: the graph's fixed size, or the largest window rounded up to 32."""
-    fixed = backend.meta.input_size
+def input_size(fixed: tuple[int, int] | None, windows: list[tuple[int, int, int, int]],
+               tile: int) -> tuple[int, int]:
+    """(H, W) of the model input: the graph's ``fixed`` size, or the largest window rounded up to 32."""
     if fixed is not None:
         if max(y1 - y0 for _, y0, _, y1 in windows) > fixed[0] or max(x1 - x0 for x0, _, x1, _ in windows) > fixed[1]:
             raise AdlaError(f"tile {tile} is larger than the model's fixed input size {fixed[0]}x{fixed[1]}; "
@@ -151,7 +152,7 @@ class Phases:
             self.seconds[name] += time.perf_counter() - t
 
 
-def _run_batch(backend: Backend, images: np.ndarray, sizes: list[tuple[int, int]], anchors: torch.Tensor,
+def run_batch(backend: Backend, images: np.ndarray, sizes: list[tuple[int, int]], anchors: torch.Tensor,
                cfg: PostprocessConfig, phases: Phases | None = None) -> list[dict[str, torch.Tensor]]:
     """Forward + per-tile decode, score threshold and NMS; ``images`` uint8 [B,3,H,W], sizes (h, w) per tile."""
     phases = phases or Phases()
@@ -178,7 +179,7 @@ def _full_pass(reader: SceneReader, backend: Backend, in_hw: tuple[int, int], cf
     buf = np.zeros((1, 3, *in_hw), dtype=np.uint8)
     buf[0, :, :h, :w] = image
     anchors = generate_anchors(backend.meta.anchors, *in_hw, device=backend.device)
-    det = _run_batch(backend, buf, [(h, w)], anchors, cfg, phases)[0]
+    det = run_batch(backend, buf, [(h, w)], anchors, cfg, phases)[0]
     det["boxes"] = det["boxes"] * scale
     return det
 
@@ -196,30 +197,27 @@ class _Collect:
         pass
 
 
-def infer_reader(reader: SceneReader, backend: Backend, *, tile: int = 800, overlap: float = 0.2, batch: int = 8,
-                 score_thr: float = 0.3, workers: int = 2, merge_cut: bool = False, full_pass: bool = False,
-                 classes: list[str] | None = None, progress: bool = True, sink=None) -> SceneResult:
+def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions = DEFAULT_OPTIONS, *,
+                 progress: bool = True, sink=None) -> SceneResult:
     """Tiled inference over an open ``SceneReader`` (see ``infer_scene``).
 
     Detections are merged as tiles complete (``LocalMerger``) and handed to ``sink.write(dets)`` as soon as
     they are final, then ``sink.close()``; without a sink they are kept and returned in the result.
     """
-    if batch < 1:
-        raise AdlaError(f"--batch must be >= 1, got {batch}")
     t0 = time.perf_counter()
     phases = Phases()
     meta = backend.meta
+    batch = options.batch
     height, width = reader.height, reader.width
-    windows = tile_windows(height, width, tile, overlap)
-    in_h, in_w = _input_size(backend, windows, tile)
+    windows = tile_windows(height, width, options.tile, options.overlap)
+    in_h, in_w = input_size(meta.input_size, windows, options.tile)
     anchors = generate_anchors(meta.anchors, in_h, in_w, device=backend.device)
-    cfg = PostprocessConfig(score_thr=score_thr, pre_nms_topk=meta.post.pre_nms_topk, nms_iou=meta.post.nms_iou,
-                            max_dets=meta.post.max_dets)
-    keep_labels = _class_filter(classes, meta.class_names)
+    cfg = options.post_config(meta.post)
+    keep_labels = class_filter(options.classes, meta.class_names)
     offsets = torch.tensor(windows, dtype=torch.float32)[:, :2].repeat(1, 2)  # [T,4] (x0, y0, x0, y0)
     collect = sink is None
     sink = _Collect() if collect else sink
-    merger = LocalMerger(torch.tensor(windows), nms_iou=meta.post.nms_iou, merge_cut=merge_cut)
+    merger = LocalMerger(torch.tensor(windows), nms_iou=meta.post.nms_iou, merge_cut=options.merge_cut)
     count = 0
 
     def emit(dets: Detections) -> None:
@@ -235,7 +233,7 @@ def infer_reader(reader: SceneReader, backend: Backend, *, tile: int = 800, over
             det = {k: v[torch.isin(det["labels"], keep_labels)] for k, v in det.items()}
         return det
 
-    if full_pass:  # first: its boxes must be known before a tile box can be called final
+    if options.full_pass:  # first: its boxes must be known before a tile box can be called final
         det = filtered(_full_pass(reader, backend, (in_h, in_w), cfg, phases))
         with phases("merge"):
             merger.add_global(det["boxes"], det["scores"], det["labels"])
@@ -246,7 +244,7 @@ def infer_reader(reader: SceneReader, backend: Backend, *, tile: int = 800, over
 
     def flush() -> None:
         sizes = [(windows[i][3] - windows[i][1], windows[i][2] - windows[i][0]) for i in pending]
-        dets = _run_batch(backend, buf[: len(pending)], sizes, anchors, cfg, phases)
+        dets = run_batch(backend, buf[: len(pending)], sizes, anchors, cfg, phases)
         for i, d in zip(pending, dets):
             d = filtered(d)
             with phases("merge"):
@@ -258,7 +256,7 @@ def infer_reader(reader: SceneReader, backend: Backend, *, tile: int = 800, over
                 final = merger.step()
             emit(final)
 
-    producer = _TileReader(reader, windows, workers, capacity=2 * batch + workers)
+    producer = _TileReader(reader, windows, options.workers, capacity=2 * batch + options.workers)
     # the bar's last step is the final merge and the writing of the outputs
     bar = tqdm(total=len(windows) + 1, unit="tile", desc=reader.path.name, disable=not progress, leave=False)
     try:
@@ -305,21 +303,18 @@ def infer_reader(reader: SceneReader, backend: Backend, *, tile: int = 800, over
     return result
 
 
-def infer_scene(scene_path: str | Path, backend: Backend, *, tile: int = 800, overlap: float = 0.2,
-                batch: int = 8, score_thr: float = 0.3, workers: int = 2, merge_cut: bool = False,
-                full_pass: bool = False, classes: list[str] | None = None, progress: bool = True,
-                bands: tuple[int, ...] | None = None) -> SceneResult:
-    """Detections of one scene, tiled ``tile`` x ``tile`` with ``overlap`` (fraction), ``batch`` tiles per call.
+def infer_scene(scene_path: str | Path, backend: Backend, options: TileOptions = DEFAULT_OPTIONS, *,
+                progress: bool = True) -> SceneResult:
+    """Detections of one scene, cut into ``options.tile`` squares with ``options.overlap`` (fraction),
+    ``options.batch`` tiles per call.
 
     Returns a ``SceneResult`` with boxes [K,4] xyxy scene pixels, scores [K], labels [K] (0-based), merged
     across tiles by class-wise NMS (and cut-box fusion with ``merge_cut``; plus a down-scaled whole-scene
     pass with ``full_pass``). Raises ``AdlaError`` when the scene cannot be read.
     """
-    reader = SceneReader(scene_path, bands=bands)
+    reader = SceneReader(scene_path, bands=options.bands)
     try:
-        return infer_reader(reader, backend, tile=tile, overlap=overlap, batch=batch, score_thr=score_thr,
-                            workers=workers, merge_cut=merge_cut, full_pass=full_pass, classes=classes,
-                            progress=progress)
+        return infer_reader(reader, backend, options, progress=progress)
     finally:
         reader.close()
 
@@ -345,7 +340,10 @@ def _unique_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def summary_table(results: list[SceneResult]) -> str:
+PIPELINE_FOOTER = "read = waiting for tiles (reads run in background threads); the merge runs as tiles complete"
+
+
+def summary_table(results: list[SceneResult], footer: str = PIPELINE_FOOTER) -> str:
     """Plain aligned table: scene, size, tiles, tiles/s, detections, time, time per phase, status."""
     rows = [("scene", "size (WxH)", "tiles", "tiles/s", "detections", "time (s)",
              "read/model/decode/merge/write (s)", "status")]
@@ -365,46 +363,68 @@ def summary_table(results: list[SceneResult]) -> str:
     if failed:
         lines.append(f"{len(failed)} of {len(results)} scenes failed:")
         lines += [f"  {r.error}" for r in failed]
-    lines.append("read = waiting for tiles (reads run in background threads); the merge runs as tiles complete")
+    lines.append(footer)
     return "\n".join(lines)
 
 
-def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir: str | Path, *,
-                 device: str = "auto", shard_spec: str | None = None, preview_size: int = 2048,
-                 bands: tuple[int, ...] | None = None, print_summary: bool = True, resume: bool = False,
-                 preview_score: float = PREVIEW_SCORE, **opts) -> list[SceneResult]:
-    """Run tiled inference over scenes (folders expanded; ``shard_spec`` "i/n" keeps scene k with
-    k % n == i) and stream per scene ``{stem}.coco.json``, ``{stem}.geojson`` and ``{stem}.preview.jpg``
-    into ``out_dir`` (``SceneWriter``: a killed run leaves ``{stem}.partial.geojsonl``).
+def plan_scenes(scene_paths: list[str | Path], out_dir: str | Path, *, shard_spec: str | None = None,
+                resume: bool = False) -> list[tuple[Path, str, bool]]:
+    """The scenes as (path, output stem, done before), in order.
 
-    ``opts`` are ``infer_scene``'s keyword arguments. A scene that cannot be read is reported (its
-    ``SceneResult.error``) and the others still run. ``resume``: skip scenes whose ``{stem}.coco.json``
-    exists (written last, atomically). Prints the summary table.
+    Folders are expanded; ``shard_spec`` "i/n" keeps scene k with k % n == i; ``resume`` skips scenes whose
+    ``{stem}.coco.json`` (written last, atomically) exists in ``out_dir``.
     """
     scenes = expand_scenes(list(scene_paths))
     if shard_spec:
         scenes = shard(scenes, *parse_shard(shard_spec))
     if not scenes:
         raise AdlaError("no scenes to process")
+    return [(path, stem, resume and (Path(out_dir) / f"{stem}.coco.json").is_file())
+            for path, stem in zip(scenes, _unique_stems(scenes))]
+
+
+def open_writer(reader: SceneReader, out_dir: str | Path, stem: str, class_names: list[str], *,
+                preview_size: int, preview_score: float) -> SceneWriter:
+    """The scene's streaming writer, with its preview picture read decimated (none when ``preview_size`` 0)."""
+    preview = reader.read_overview(preview_size) if preview_size > 0 else None
+    return SceneWriter(out_dir, stem, class_names=class_names, info=reader.info, preview=preview,
+                       preview_score=preview_score)
+
+
+def failed_scene(path: Path, exc: BaseException) -> SceneResult:
+    """The result of a scene that failed, its one-line reason printed to stderr."""
+    msg = str(exc) if isinstance(exc, AdlaError) else f"{exc.__class__.__name__}: {exc}"
+    print(f"error: {msg}", file=sys.stderr)
+    return SceneResult(path=path, error=msg)
+
+
+def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir: str | Path,
+                 options: TileOptions = DEFAULT_OPTIONS, *, device: str = "auto", shard_spec: str | None = None,
+                 preview_size: int = 2048, print_summary: bool = True, resume: bool = False,
+                 preview_score: float = PREVIEW_SCORE, progress: bool = True) -> list[SceneResult]:
+    """Run tiled inference over scenes (see ``plan_scenes``) in this process and stream per scene
+    ``{stem}.coco.json``, ``{stem}.geojson`` and ``{stem}.preview.jpg`` into ``out_dir`` (``SceneWriter``:
+    a killed run leaves ``{stem}.partial.geojsonl``).
+
+    A scene that cannot be read is reported (its ``SceneResult.error``) and the others still run. Prints
+    the summary table. ``adla.runtime.ray_infer.infer_scenes_ray`` does the same on Ray Data.
+    """
+    plan = plan_scenes(scene_paths, out_dir, shard_spec=shard_spec, resume=resume)
     backend = load_backend(model_path, device)
     results = []
-    for path, stem in zip(scenes, _unique_stems(scenes)):
-        if resume and (Path(out_dir) / f"{stem}.coco.json").is_file():
+    for path, stem, done in plan:
+        if done:
             results.append(SceneResult(path=path, skipped=True))
             continue
         reader = writer = None
         try:
-            reader = SceneReader(path, bands=bands)
-            preview = reader.read_overview(preview_size) if preview_size > 0 else None
-            writer = SceneWriter(out_dir, stem, class_names=list(backend.meta.class_names), info=reader.info,
-                                 preview=preview, preview_score=preview_score)
-            del preview
-            result = infer_reader(reader, backend, sink=writer, **opts)
+            reader = SceneReader(path, bands=options.bands)
+            writer = open_writer(reader, out_dir, stem, list(backend.meta.class_names), preview_size=preview_size,
+                                 preview_score=preview_score)
+            result = infer_reader(reader, backend, options, progress=progress, sink=writer)
             result.outputs = writer.outputs
         except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the others; reported in the summary
-            msg = str(exc) if isinstance(exc, AdlaError) else f"{exc.__class__.__name__}: {exc}"
-            print(f"error: {msg}", file=sys.stderr)
-            result = SceneResult(path=path, error=msg)
+            result = failed_scene(path, exc)
             if writer is not None:
                 writer.abort()
         finally:

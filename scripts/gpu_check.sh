@@ -14,8 +14,8 @@
 #   machine (library device README, KINDS.md) python3 is /opt/torch/.venv with torch 2.11 + CUDA 13,
 #   torchvision, numpy, pillow, pyyaml, tqdm, matplotlib, onnx, onnxscript, onnxruntime (CPU only),
 #   tensorboard; it has NO rasterio, faster-coco-eval or pycocotools, NO network, and NO ../shared.
-# - adla itself needs no install there: when `import adla.train` fails, the script builds a shim folder
-#   (symlinks mapping adla.train/export/runtime onto train/, export/, runtime/, as pyproject does) and
+# - adla itself needs no install there: when `import adla.app` fails, the script builds a shim folder
+#   (symlinks mapping adla.train/export/runtime/app onto train/, export/, runtime/, app/, as pyproject does) and
 #   puts it on PYTHONPATH.
 # - The missing packages and the real data travel in runs/gpu_check_stage/ (runs/ is git-ignored), made
 #   here by `--stage`: wheels for cp312 manylinux x86_64 (rasterio + affine, cligj, click-plugins;
@@ -81,7 +81,7 @@ if [ "$STAGE" = 1 ]; then
     for split in train:MOS* val:MunichStreet02-*; do
       name=${split%%:*}; glob=${split#*:}
       rm -rf "$STAGE_DIR/data/kit/${name}_images"
-      "$PY" -m adla.cli data convert --format yolo --images "$KIT_DIR" --labels "$KIT_DIR" \
+      "$PY" -m adla.app.cli data convert --format yolo --images "$KIT_DIR" --labels "$KIT_DIR" \
         --names "$KIT_DIR/aerial.names" --include "$glob" --downscale 0.33 --out "$STAGE_DIR/data/kit/$name.json"
     done
   fi
@@ -158,7 +158,7 @@ run_step() {
 skip_step() {
   say ""; say "== step $1: $2 =="; say "step $1: SKIPPED: $3"; STATUS+=("step $1: skipped ($3) $2")
 }
-adla() { "$PY" -m adla.cli "$@"; }
+adla() { "$PY" -m adla.app.cli "$@"; }
 # what the step functions see in their own bash (see run_step)
 STEP_VARS=(PY ROOT WORK DEVICE STAGE_DIR KIT_DIR AIRBUS_SCENE CFG_ADLA CFG_MAXIOU TS_ARGS SMOKE_SET SYNTH
            ASSIGN_ARGS TILE_ARGS SYNTH_SIDES SMALL_SIDE MODEL_ARGS KIT_ITERS KIT_SET)
@@ -174,10 +174,10 @@ setup() {
       "$STAGE_DIR"/wheels/*.whl >/dev/null
     echo "installed staged wheels: $(cd "$STAGE_DIR/wheels" && ls | tr '\n' ' ')"
   fi
-  if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('adla.train') is None)" 2>/dev/null; then
+  if ! "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('adla.app') is None)" 2>/dev/null; then
     mkdir -p "$WORK/shim/adla"
     for f in "$ROOT"/adla/*; do ln -s "$f" "$WORK/shim/adla/"; done
-    for s in train export runtime; do ln -s "$ROOT/$s" "$WORK/shim/adla/$s"; done
+    for s in train export runtime app; do ln -s "$ROOT/$s" "$WORK/shim/adla/$s"; done
     echo "adla not installed for $PY: using a shim of symlinks on PYTHONPATH"
   fi
   "$PY" - "$DEVICE" "$WORK/ckpt" "$CFG_MAXIOU" "$CFG_ADLA" <<'EOF'
@@ -231,7 +231,7 @@ step1() {
   echo "adla train smoke test (the real loop: DataLoader, AMP, GradScaler, checkpoint) on synthetic images:"
   local t0=$SECONDS
   # data synth + train in one interpreter (one start-up less)
-  "$PY" -c "import sys; from adla.cli import main; a = sys.argv[1:]; i = a.index('--'); \
+  "$PY" -c "import sys; from adla.app.cli import main; a = sys.argv[1:]; i = a.index('--'); \
 sys.exit(main(a[:i]) or main(a[i + 1:]))" data synth --out "$WORK/synth" "${SYNTH[@]}" -- \
     train "$CFG_ADLA" --out "$WORK/smoke" --device "$DEVICE" --no-eval --set \
     data.train_ann="$WORK/synth/train.json" data.train_images="$WORK/synth" \

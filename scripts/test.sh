@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ADLA_EXTRAS=${ADLA_EXTRAS:-dev,ray} bash scripts/install.sh   # the tests run the Ray path for real
 . .venv/bin/activate
-ruff check adla train export runtime tests
+ruff check adla train export runtime app tests
 python tests/export/trt_stubs.py .venv/trt-stubs && MYPYPATH=.venv/trt-stubs mypy --config-file .venv/trt-stubs/mypy.ini export/tensorrt_build.py runtime/backends.py
 python -m pytest -q "$@"

@@ -9,7 +9,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a detector from a YAML config",
         description="Train a detector. Multi-GPU / multi-node: launch with torchrun, e.g. "
-                    "`torchrun --nproc_per_node 4 -m adla.cli train CONFIG` (gloo is used on CPU).")
+                    "`torchrun --nproc_per_node 4 -m adla.app.cli train CONFIG` (gloo is used on CPU).")
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. optim.epochs=2 data.batch_size=4")

@@ -1,4 +1,4 @@
-"""CLI: ``adla data convert``, ``adla data synth`` and ``adla evaluate``.
+"""CLI: ``adla data convert`` and ``adla data synth`` (``adla evaluate`` is in ``adla.app.evaluate``).
 
 ``register(subparsers)`` adds the commands; heavy imports happen inside the handlers.
 """
@@ -42,24 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=_synth)
 
-    ev = subparsers.add_parser(
-        "evaluate", help="AI-TOD metrics (AP, AP50, AP75, AP_vt/t/s/m, per-class AP50) of results or a checkpoint")
-    ev.add_argument("--ann", required=True, type=Path, help="ground-truth COCO json")
-    src = ev.add_mutually_exclusive_group(required=True)
-    src.add_argument("--results", type=Path, nargs="+",
-                     help="COCO results json (a list, or a dict with an 'annotations'/'detections' list); "
-                          "several files, e.g. the per-scene outputs of `adla infer`, are scored together")
-    src.add_argument("--ckpt", type=Path, help="checkpoint to run over --images")
-    ev.add_argument("--images", type=Path, help="image folder of --ann (with --ckpt)")
-    ev.add_argument("--out", type=Path, help="write the metrics as JSON here")
-    ev.add_argument("--save-results", type=Path, help="with --ckpt: also write the detections as COCO results")
-    ev.add_argument("--batch", type=int, default=2)
-    ev.add_argument("--score-thr", type=float, default=None,
-                    help="score threshold (default: the checkpoint's, 0.05 in the AI-TOD setting)")
-    ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
-    ev.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    ev.set_defaults(func=_evaluate)
-
 
 def _convert(args: argparse.Namespace) -> int:
     from adla.checks import check_output_file, check_writable_dir
@@ -101,57 +83,3 @@ def _synth(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
     print(f"images under {args.out}; train with --images {args.out}")
     return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from adla.checks import check_device, check_output_file
-    from adla.io import write_json
-    from adla.metrics import evaluate_detections, format_metrics_table, load_gt, load_results
-
-    check_device(args.device)
-    for out, flag in ((args.out, "--out"), (args.save_results, "--save-results")):
-        if out is not None:
-            check_output_file(out, flag)
-    gt = load_gt(args.ann)
-    if args.results is not None:
-        if args.images or args.save_results:
-            raise AdlaError("--images and --save-results go with --ckpt, not --results")
-        results = [d for path in args.results for d in load_results(path, gt)]
-        name = args.results[0].stem if len(args.results) == 1 else f"{len(args.results)} result files"
-    else:
-        if args.images is None:
-            raise AdlaError("--ckpt needs --images (the image folder of --ann)")
-        results = _predict_ckpt(args)
-        name = args.ckpt.stem
-        if args.save_results:
-            write_json(args.save_results, results, indent=None)
-    metrics = evaluate_detections(gt, results)
-    print(format_metrics_table({name: metrics}))
-    print(f"{metrics['num_images']} images, {metrics['num_detections']} detections")
-    if args.out:
-        write_json(args.out, {"ann": str(args.ann), "source": [str(p) for p in args.results] if args.results else str(args.ckpt), **metrics})
-        print(f"metrics written to {args.out}")
-    return 0
-
-
-def _predict_ckpt(args: argparse.Namespace) -> list[dict]:
-    import dataclasses
-    import warnings
-
-    import torch
-
-    from adla.checkpoint import load_model
-    from adla.data.coco import CocoDetection
-    from adla.predict import predict_dataset
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, ckpt = load_model(args.ckpt, device)
-    post_cfg = ckpt["run_config"].eval
-    if args.score_thr is not None:
-        post_cfg = dataclasses.replace(post_cfg, score_thr=args.score_thr)
-    dataset = CocoDetection(args.ann, args.images)
-    if list(ckpt["class_names"]) != dataset.class_names:
-        warnings.warn(f"checkpoint classes {ckpt['class_names']} differ from {args.ann}'s {dataset.class_names}; "
-                      "matching them by position", stacklevel=1)
-    return predict_dataset(model, dataset, batch_size=args.batch, device=device, post_cfg=post_cfg,
-                           num_workers=args.workers)

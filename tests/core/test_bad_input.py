@@ -13,7 +13,7 @@ import pytest
 from helpers import unwritable_dir
 from PIL import Image
 
-from adla.cli import main
+from adla.app.cli import main
 from adla.data.coco import CocoDetection
 from adla.errors import AdlaError, one_line
 from adla.io import write_json

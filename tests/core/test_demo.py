@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from adla.cli import main
+from adla.app.cli import main
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
@@ -49,8 +49,8 @@ def test_demo_with_data_and_seeds_reports_the_spread(tmp_path, capsys):
 
 
 def test_real_recipe_sizes_crops_to_the_data_and_spends_a_pixel_budget(tmp_path):
+    from adla.app.demo import REAL_PIXELS, real_recipe
     from adla.data.synth import make_synth_dataset
-    from adla.demo import REAL_PIXELS, real_recipe
 
     small = make_synth_dataset(tmp_path / "a", num_images=1, size=(100, 150), seed=2, split_name="train")
     large = make_synth_dataset(tmp_path / "b", num_images=1, size=(700, 900), seed=2, split_name="train")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from adla.app import evaluate
 from adla.checkpoint import load_model
 from adla.data.coco import CocoDetection
 from adla.data.commands import register
@@ -23,7 +24,9 @@ from adla.predict import predict_dataset
 
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="adla")
-    register(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    evaluate.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -10,8 +10,9 @@ from helpers import make_checkpoint, shared_data
 
 from adla.checkpoint import load_checkpoint, load_model
 from adla.errors import AdlaError
-from adla.export.onnx_export import build_metadata, export_onnx, make_session, read_metadata
+from adla.export.onnx_export import build_metadata, export_onnx, read_metadata
 from adla.export.parity import RAW_ATOL, image_files, load_tiles, random_images, run_parity
+from adla.export.session import make_session
 
 SIZE = (128, 128)
 

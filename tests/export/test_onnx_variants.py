@@ -11,8 +11,9 @@ from helpers import make_checkpoint
 from adla.anchors import generate_anchors
 from adla.checkpoint import load_model
 from adla.export.adapters import unpad_detections
-from adla.export.onnx_export import export_onnx, make_session, read_metadata
+from adla.export.onnx_export import export_onnx, read_metadata
 from adla.export.parity import RAW_ATOL, detections_equal, random_images
+from adla.export.session import make_session
 from adla.postprocess import postprocess
 
 SIZE = (128, 128)

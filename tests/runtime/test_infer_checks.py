@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import unwritable_dir
 
-from adla.cli import main
+from adla.app.cli import main
 
 
 def infer_cli(argv: list, capsys) -> tuple[int, str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,10 +13,11 @@ from torchvision.ops import box_iou
 from adla.errors import AdlaError
 from adla.runtime import commands
 from adla.runtime.backends import load_backend
+from adla.runtime.options import TileOptions
 from adla.runtime.pipeline import infer_scene, infer_scenes
 from adla.runtime.writers import geojson_dict
 
-OPTS = {"tile": 128, "overlap": 0.2, "score_thr": 0.8, "progress": False}
+OPTS = TileOptions(tile=128, overlap=0.2, score_thr=0.8)
 
 
 def assert_same_detections(a, b, atol: float = 1e-3) -> None:
@@ -38,11 +40,11 @@ def torch_backend(det_ckpt):
 @pytest.fixture(scope="module")
 def base_result(scene_png, torch_backend):
     """The 200 x 264 scene in 128-px tiles, batch 8: 3 columns (x 0, 103, 136) x 2 rows (y 0, 72)."""
-    return infer_scene(scene_png, torch_backend, batch=8, workers=2, **OPTS)
+    return infer_scene(scene_png, torch_backend, replace(OPTS, batch=8, workers=2), progress=False)
 
 
 def test_batch_1_equals_batch_8(scene_png, torch_backend, base_result):
-    r1 = infer_scene(scene_png, torch_backend, batch=1, workers=1, **OPTS)
+    r1 = infer_scene(scene_png, torch_backend, replace(OPTS, batch=1, workers=1), progress=False)
     r8 = base_result
     assert (r8.width, r8.height, r8.tiles, r8.tiles_run) == (264, 200, 6, 6)
     assert_same_detections(r1, r8)
@@ -57,9 +59,9 @@ def test_torch_and_onnxruntime_agree(scene_png, base_result, torch_backend, det_
     assert onnx_backend.name == "onnxruntime"
     assert onnx_backend.meta.class_names == torch_backend.meta.class_names
     assert onnx_backend.meta.input_size == (128, 128)
-    assert_same_detections(base_result, infer_scene(scene_png, onnx_backend, **OPTS))
+    assert_same_detections(base_result, infer_scene(scene_png, onnx_backend, OPTS, progress=False))
     with pytest.raises(AdlaError, match="fixed input size"):
-        infer_scene(scene_png, onnx_backend, **{**OPTS, "tile": 256})
+        infer_scene(scene_png, onnx_backend, replace(OPTS, tile=256), progress=False)
 
 
 def test_geojson_coordinates_by_hand():
@@ -80,7 +82,8 @@ def test_geojson_coordinates_by_hand():
 
 def test_outputs_of_a_georeferenced_scene(geo_tif, det_ckpt, tmp_path, capsys):
     out = tmp_path / "out"
-    (res,) = infer_scenes([geo_tif], det_ckpt, out, device="cpu", preview_size=200, merge_cut=True, **OPTS)
+    (res,) = infer_scenes([geo_tif], det_ckpt, out, replace(OPTS, merge_cut=True), device="cpu", preview_size=200,
+                          progress=False)
     assert res.error is None and res.detections > 0
     assert "geo.tif" in capsys.readouterr().out  # the summary table
     coco = json.loads((out / "geo.coco.json").read_text())
@@ -121,13 +124,13 @@ def test_corrupt_scene_is_reported_and_others_finish(scene_png, det_ckpt, tmp_pa
 
 def test_full_pass_and_class_filter(scene_png, torch_backend, base_result):
     base = base_result
-    only = infer_scene(scene_png, torch_backend, classes=["class1"], **OPTS)
+    only = infer_scene(scene_png, torch_backend, replace(OPTS, classes=["class1"]), progress=False)
     assert only.detections > 0 and set(only.labels.tolist()) == {1}
     assert only.detections == int((base.labels == 1).sum())
-    full = infer_scene(scene_png, torch_backend, full_pass=True, **OPTS)
+    full = infer_scene(scene_png, torch_backend, replace(OPTS, full_pass=True), progress=False)
     assert full.detections >= 1
     with pytest.raises(AdlaError, match="unknown class"):
-        infer_scene(scene_png, torch_backend, classes=["boat"], **OPTS)
+        infer_scene(scene_png, torch_backend, replace(OPTS, classes=["boat"]), progress=False)
 
 
 def test_unknown_model_type_and_missing_tensorrt(tmp_path):

@@ -10,6 +10,7 @@ from adla.runtime.backends import load_backend
 from adla.runtime.bench import _parse_size
 from adla.runtime.bench_merge import parse_count, synthetic_tiled_detections
 from adla.runtime.merge import cat_detections, merge_tiles, nms_merge
+from adla.runtime.options import TileOptions
 from adla.runtime.pipeline import infer_reader
 from adla.runtime.synthetic import DenseStubBackend, SyntheticScene
 
@@ -25,7 +26,7 @@ def test_synthetic_windows_agree_where_they_overlap():
 
 def test_stub_model_drives_the_whole_pipeline(det_ckpt):
     backend = DenseStubBackend(load_backend(det_ckpt, "cpu"), per_tile=300, score=0.3)
-    r = infer_reader(SyntheticScene(600, 400), backend, tile=128, overlap=0.2, batch=4, score_thr=0.3,
+    r = infer_reader(SyntheticScene(600, 400), backend, TileOptions(tile=128, overlap=0.2, batch=4, score_thr=0.3),
                      progress=False)
     assert r.tiles == 24 and r.detections > 1000  # 6 columns x 4 rows of 128 px at step 103
     assert 0 < r.pending_peak < r.detections

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from adla.runtime import pipeline
+from adla.runtime.options import TileOptions
 from adla.runtime.pipeline import infer_scenes, summary_table
 from adla.runtime.readers import SceneInfo
 from adla.runtime.writers import SceneWriter, coco_dict, geojson_dict
 
-OPTS = {"tile": 128, "overlap": 0.2, "score_thr": 0.8, "progress": False}
+OPTS = TileOptions(tile=128, overlap=0.2, score_thr=0.8)
 
 
 def info(tmp_path: Path, crs=None, transform=None) -> SceneInfo:
@@ -87,29 +88,29 @@ def test_failure_mid_scene_keeps_partial_and_resume_reruns_it(scene_png, det_ckp
         real_write(self, dets)
 
     monkeypatch.setattr(SceneWriter, "write", failing_write)
-    (res,) = infer_scenes([scene_png], det_ckpt, out, device="cpu", preview_size=0, print_summary=False, **OPTS)
+    (res,) = infer_scenes([scene_png], det_ckpt, out, OPTS, device="cpu", preview_size=0, print_summary=False, progress=False)
     assert res.error and "disk full" in res.error
     partial = out / "scene.partial.geojsonl"
     assert partial.is_file() and all(json.loads(line)["type"] == "Feature"
                                      for line in partial.read_text().splitlines())
     assert not (out / "scene.coco.json").exists()
     monkeypatch.setattr(SceneWriter, "write", real_write)
-    (res,) = infer_scenes([scene_png], det_ckpt, out, device="cpu", preview_size=0, print_summary=False,
-                          resume=True, **OPTS)
+    (res,) = infer_scenes([scene_png], det_ckpt, out, OPTS, device="cpu", preview_size=0, print_summary=False,
+                          resume=True, progress=False)
     assert res.error is None and not res.skipped and res.detections > 0  # unfinished: run again
     coco = out / "scene.coco.json"
     assert len(json.loads(coco.read_text())["annotations"]) == res.detections
     assert not partial.exists()
     stamp = coco.stat().st_mtime_ns
-    (res,) = infer_scenes([scene_png], det_ckpt, out, device="cpu", preview_size=0, print_summary=False,
-                          resume=True, **OPTS)
+    (res,) = infer_scenes([scene_png], det_ckpt, out, OPTS, device="cpu", preview_size=0, print_summary=False,
+                          resume=True, progress=False)
     assert res.skipped and coco.stat().st_mtime_ns == stamp
     assert "done before (--resume)" in summary_table([res])
 
 
 def test_phases_are_timed(scene_png, det_ckpt, tmp_path):
-    (res,) = infer_scenes([scene_png], det_ckpt, tmp_path, device="cpu", preview_size=0, print_summary=False,
-                          **OPTS)
+    (res,) = infer_scenes([scene_png], det_ckpt, tmp_path, OPTS, device="cpu", preview_size=0, print_summary=False,
+                          progress=False)
     assert set(res.phases) == set(pipeline.Phases.NAMES)
     assert res.phases["model"] > 0 and res.phases["write"] > 0
     assert sum(res.phases.values()) <= res.seconds * 1.01

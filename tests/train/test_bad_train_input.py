@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from adla.app.cli import main
 from adla.checkpoint import load_checkpoint
-from adla.cli import main
 from adla.data.synth import make_synth_dataset
 from adla.train.run_dir import prepare_run_dir
 

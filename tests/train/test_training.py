@@ -89,7 +89,7 @@ def _empty_cfg(path: Path) -> Path:
 def test_ddp_two_processes_gloo(synth, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "adla.cli", "train", str(_empty_cfg(tmp_path / "c.yaml")), "--no-eval",
+           "-m", "adla.app.cli", "train", str(_empty_cfg(tmp_path / "c.yaml")), "--no-eval",
            "--set", *SMALL, *synth, f"out_dir={tmp_path / 'ddp'}", "optim.epochs=1", "data.batch_size=2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
                           check=False)
@@ -102,7 +102,7 @@ def test_ddp_two_processes_gloo(synth, tmp_path):
 
 
 def test_sigterm_writes_a_clean_checkpoint(synth, tmp_path):
-    cmd = [sys.executable, "-m", "adla.cli", "train", str(_empty_cfg(tmp_path / "c.yaml")),
+    cmd = [sys.executable, "-m", "adla.app.cli", "train", str(_empty_cfg(tmp_path / "c.yaml")),
            "--no-eval", "--set", *SMALL, *synth, f"out_dir={tmp_path / 'run'}", "optim.epochs=50",
            "data.batch_size=2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)

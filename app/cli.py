@@ -1,7 +1,8 @@
 """The ``adla`` command. Each stage registers its own subcommands; this module only assembles them.
 
-The CLI (and ``adla.demo``) are the only parts of the core that touch the stages: they import them
-when the parser is built, so ``import adla`` alone never pulls in training, export or runtime code.
+In the app layer (``adla.app``), above the core and the stages: with the demo and the evaluate command it
+is the one place that imports every stage. They are imported when the parser is built, so ``import adla``
+alone never pulls in training, export or runtime code (``python -m adla.app.cli`` runs it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from adla.errors import AdlaError, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from adla import demo
+    from adla.app import demo, evaluate
     from adla.data import commands as data_commands
     from adla.export import commands as export_commands
     from adla.runtime import commands as runtime_commands
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     train_commands.register(sub)
     data_commands.register(sub)
+    evaluate.register(sub)
     assign_commands.register(sub)
     export_commands.register(sub)
     runtime_commands.register(sub)

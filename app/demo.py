@@ -6,7 +6,7 @@
    latency): ADLA costs nothing there;
 4. run the exported ADLA model over a large synthetic scene with the tiled runtime.
 
-Like the CLI, this module orchestrates the stages and imports them inside its functions.
+In the app layer with the CLI: it orchestrates the stages and imports them inside its functions.
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ def _export_and_infer(out: Path, ckpts: dict[str, Path], scene_gt: tuple[Path, P
     from adla.export.onnx_export import export_onnx
     from adla.export.profile import compare_models, format_model_table
     from adla.metrics import evaluate_detections, format_metrics_table, load_results
+    from adla.runtime.options import TileOptions
     from adla.runtime.pipeline import infer_scenes, summary_table
 
     print("[3/4] exporting the ADLA detector to ONNX and comparing both detectors at inference ...", flush=True)
@@ -154,7 +155,7 @@ def _export_and_infer(out: Path, ckpts: dict[str, Path], scene_gt: tuple[Path, P
     print("[4/4] tiled inference of the exported ADLA model over a large scene ...", flush=True)
     t0 = time.time()
     scene, gt = scene_gt
-    runs = infer_scenes([scene], onnx_path, out / "infer", tile=512, overlap=0.2, batch=4, score_thr=0.05,
+    runs = infer_scenes([scene], onnx_path, out / "infer", TileOptions(tile=512, overlap=0.2, batch=4, score_thr=0.05),
                         print_summary=False)
     tiled = summary_table(runs)
     print(tiled)

@@ -1,0 +1,67 @@
+"""``adla bench tiled SCENE --model M --ray``: the same scene ``--ray-scenes`` times through the
+single-process pipeline and through Ray Data with 1 and 2 (``--actors``) model actors.
+
+Each run writes its outputs (no preview) to a temporary folder, as ``adla infer`` does. The Ray instance
+is started once before the runs (its start is reported on its own); each Ray run still pays for its
+actors' start (a fresh process imports torch and loads the model), which is part of what Ray costs per
+run. Overhead per scene = (Ray time - single-process time) / scenes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+
+from adla.errors import AdlaError
+from adla.runtime.options import TileOptions
+
+
+def _timed(fn, runs: int) -> tuple[float, list]:
+    times, results = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="adla-bench-ray-") as out:
+            t = time.perf_counter()
+            results = fn(out)
+            times.append(time.perf_counter() - t)
+    failed = [r.error for r in results if r.error]
+    if failed:
+        raise AdlaError(f"a scene failed: {failed[0]}")
+    return statistics.median(times), results
+
+
+def run_bench_ray(args: argparse.Namespace, model: str, table) -> None:
+    from adla.runtime.pipeline import infer_scenes
+    from adla.runtime.ray_infer import infer_scenes_ray, require_ray
+
+    ray = require_ray()
+    options = TileOptions(tile=args.tile, overlap=args.overlap, batch=args.batch, score_thr=args.score,
+                          workers=args.workers)
+    scenes = [args.scene] * args.ray_scenes
+    common = {"device": args.device, "preview_size": 0, "print_summary": False, "progress": False}
+    rows = [("variant", "scenes", "tiles", "time (s)", "tiles/s", "s / scene", "overhead / scene (s)")]
+
+    def row(name: str, t: float, results: list, base: float | None) -> None:
+        tiles = sum(r.tiles for r in results)
+        over = "-" if base is None else f"{(t - base) / len(results):+.2f}"
+        rows.append((name, str(len(results)), str(tiles), f"{t:.2f}", f"{tiles / t:.1f}", f"{t / len(results):.2f}",
+                     over))
+
+    t_single, res = _timed(lambda out: infer_scenes(scenes, model, out, options, **common), args.runs)
+    row("single process", t_single, res, None)
+    t = time.perf_counter()
+    ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    t_start = time.perf_counter() - t
+    try:
+        for n in sorted({int(a) for a in args.actors.split(",")}):
+            t_ray, res = _timed(lambda out, n=n: infer_scenes_ray(scenes, model, out, options, actors=n, **common),
+                                args.runs)
+            row(f"ray, {n} actor{'s' if n > 1 else ''}", t_ray, res, t_single)
+        cpus = ray.cluster_resources().get("CPU", 0)
+    finally:
+        ray.shutdown()
+    print(table(rows))
+    print(f"ray start (local instance, once): {t_start:.1f} s; cluster CPUs {cpus:g}; each ray run includes "
+          "starting its actors (import torch, load the model)")

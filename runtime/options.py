@@ -1,0 +1,56 @@
+"""The options of a tiled-inference run, written once: built by the CLI (or a caller), read by the
+single-process pipeline, the Ray Data pipeline and the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from adla.errors import AdlaError
+from adla.postprocess import PostprocessConfig
+
+DEFAULT_TILE = 800  # tile side for models that take any input size
+DEFAULT_OVERLAP = 0.2
+DEFAULT_BATCH = 8
+DEFAULT_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """How a scene is cut, batched, thresholded and merged.
+
+    ``score_thr`` None: the model's own threshold (the ONNX metadata or engine sidecar, or the checkpoint's
+    ``eval.score_thr``). ``classes``: keep only these (names or 0-based ids). ``bands``: 1-based R G B bands.
+    """
+
+    tile: int = DEFAULT_TILE
+    overlap: float = DEFAULT_OVERLAP
+    batch: int = DEFAULT_BATCH
+    score_thr: float | None = None
+    workers: int = DEFAULT_WORKERS  # reader threads (single process)
+    merge_cut: bool = False
+    full_pass: bool = False
+    classes: tuple[str, ...] | None = None
+    bands: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile < 32:
+            raise AdlaError(f"--tile must be at least 32, got {self.tile}")
+        if not 0 <= self.overlap < 1:
+            raise AdlaError(f"--overlap is a fraction of the tile in [0, 1), got {self.overlap}")
+        if self.batch < 1 or self.workers < 1:
+            raise AdlaError(f"--batch and --workers must be at least 1, got {self.batch} and {self.workers}")
+        if self.score_thr is not None and not 0 <= self.score_thr <= 1:
+            raise AdlaError(f"--score must be in [0, 1], got {self.score_thr}")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(int(b) for b in self.bands))
+
+    def post_config(self, model_post: PostprocessConfig) -> PostprocessConfig:
+        """The model's post-processing with this run's score threshold, when one was given."""
+        if self.score_thr is None:
+            return model_post
+        return replace(model_post, score_thr=self.score_thr)
+
+
+DEFAULT_OPTIONS = TileOptions()
