@@ -3,6 +3,10 @@
 Checkpoints are written atomically after every epoch (``last.pt``, with the resolved config and the
 full training state), ``--resume`` continues exactly where a run stopped, and SIGTERM/SIGINT end the
 run cleanly after the current step with a checkpoint that resumes mid-epoch.
+
+``_train`` runs: the checkpoint to resume (``_resume_state``), the set-up (``_Trainer``), its resumed
+state (``_Trainer.restore``), then per epoch ``_run_epoch`` (the steps, the stop flag) and ``_end_epoch``
+(``EpochStats`` reduced over the ranks into the log row, validation, ``last.pt``), and ``model.pt``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -48,6 +53,58 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     metrics: dict | None = None
     interrupted: bool = False
+
+
+@dataclass
+class EpochStats:
+    """One epoch's running sums: the losses summed over its steps, the steps, the assignment quality.
+
+    On one rank while the epoch runs; :meth:`all_reduce` sums them over the ranks for the log row.
+    """
+
+    sums: torch.Tensor  # float64 [3]: cls, box, total (each summed over the steps)
+    steps: int
+    assign: AssignStats
+
+    @classmethod
+    def zeros(cls) -> EpochStats:
+        return cls(torch.zeros(3, dtype=torch.float64), 0, AssignStats.zeros())
+
+    def add(self, losses: dict[str, torch.Tensor], assign: AssignStats) -> None:
+        """Count one step's losses and assignment statistics."""
+        self.sums += torch.tensor([losses["cls"].item(), losses["box"].item(), losses["total"].item()],
+                                  dtype=torch.float64)
+        self.assign.add(assign)
+        self.steps += 1
+
+    @property
+    def mean_loss(self) -> float:
+        return self.sums[2].item() / self.steps
+
+    def all_reduce(self, info: DistInfo) -> EpochStats:
+        """The sums over all ranks (one collective; on a single process, the same numbers)."""
+        a = self.assign
+        packed = torch.cat([self.sums, torch.tensor([float(self.steps)], dtype=torch.float64),
+                            a.gts.double(), a.positives.double(), a.zero_pos.double()])
+        packed = all_reduce_sum(packed, info)
+        return EpochStats(packed[0:3], int(packed[3].item()),
+                          AssignStats(packed[4:8].float(), packed[8:12].float(), packed[12:16].float()))
+
+    def summary(self) -> dict[str, float]:
+        """The log row's loss and assignment columns: mean losses per step, positives per GT."""
+        n = max(self.steps, 1)
+        return {"loss": self.sums[2].item() / n, "loss_cls": self.sums[0].item() / n,
+                "loss_box": self.sums[1].item() / n, **self.assign.summary()}
+
+    def to_partial(self, time_s: float) -> dict:
+        """The checkpoint's ``partial_epoch`` entry: an interrupted epoch's sums so far."""
+        return {"sums": self.sums, "steps": self.steps, "time_s": time_s, "gts": self.assign.gts,
+                "positives": self.assign.positives, "zero_pos": self.assign.zero_pos}
+
+    @classmethod
+    def from_partial(cls, p: dict) -> EpochStats:
+        return cls(p["sums"].clone(), p["steps"],
+                   AssignStats(p["gts"].clone(), p["positives"].clone(), p["zero_pos"].clone()))
 
 
 class _StopFlag:
@@ -193,211 +250,280 @@ def train(cfg: RunConfig, *, resume: str | Path | bool | None = None, device: st
         cleanup(info)
 
 
-def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_iters, evaluate) -> TrainResult:
-    out = Path(cfg.out_dir)
-    dev = info.device
-    state = None
-    if resume:
-        path = out / "last.pt" if resume is True else Path(resume)
-        state = load_checkpoint(path)
-        if to_dict(state["run_config"].model) != to_dict(cfg.model):
-            raise AdlaError("cannot resume: the checkpoint's model config differs from this run's", path)
-    _seed_all(cfg.seed + info.rank)
+def _resume_state(cfg: RunConfig, resume) -> dict | None:
+    """The checkpoint to resume from (None for a fresh run); its model config must be this run's."""
+    if not resume:
+        return None
+    path = Path(cfg.out_dir) / "last.pt" if resume is True else Path(resume)
+    state = load_checkpoint(path)
+    if to_dict(state["run_config"].model) != to_dict(cfg.model):
+        raise AdlaError("cannot resume: the checkpoint's model config differs from this run's", path)
+    return state
 
-    train_ds, val_ds = build_datasets(cfg)
-    if cfg.model.num_classes != len(train_ds.class_names):
-        raise AdlaError(f"model.num_classes is {cfg.model.num_classes} but the data has "
-                        f"{len(train_ds.class_names)} categories {train_ds.class_names}", cfg.data.train_ann)
-    sampler = EpochSampler(len(train_ds), seed=cfg.seed, shuffle=True, rank=info.rank, world_size=info.world_size)
-    # The loader draws its workers' base seed from its own generator, re-seeded every epoch, so the
-    # global RNG (which the flips use in-process) advances only with the samples themselves.
-    loader_gen = torch.Generator()
-    loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler, generator=loader_gen,
-                        num_workers=cfg.data.num_workers, drop_last=False,
-                        collate_fn=functools.partial(collate, size_divisor=cfg.data.size_divisor),
-                        persistent_workers=False, worker_init_fn=_worker_init)
-    iters_per_epoch = math.ceil(sampler.per_rank / cfg.data.batch_size)
-    epochs, total_iters = plan_iterations(cfg, iters_per_epoch)
 
-    model = build_detector(cfg.model).to(dev)
-    if state is not None:
-        model.load_state_dict(state["model"])
-    ema = WeightEMA(model, cfg.optim.ema, cfg.optim.ema_warmup) if cfg.optim.ema > 0 else None
-    if ema is not None and state is not None and state.get("ema") is not None:
-        ema.load_state_dict(state["ema"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                          weight_decay=cfg.optim.weight_decay)
-    use_amp = cfg.optim.amp and dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    assigner = build_assigner(cfg.assigner.name, cfg.assigner.params)
-    criterion = DetectionLoss(assigner, focal_alpha=cfg.loss.focal_alpha, focal_gamma=cfg.loss.focal_gamma,
-                              box_weight=cfg.loss.box_weight)
-    ddp_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
-        if info.enabled else model
+class _Trainer:
+    """One run's data, model and optimiser (built in ``__init__``) and its position in the schedule.
 
-    start_epoch, start_iter, history = 0, 0, []
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch = state["epoch"]
-        start_iter = state.get("iter_in_epoch", 0)
-        history = list(state.get("history", []))
-        if state.get("rng") and info.rank < len(state["rng"]):
-            _set_rng_state(state["rng"][info.rank])
+    Build it right after seeding the global RNG: the model's initial weights are drawn from it.
+    """
 
-    tb = None
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.yaml", dump_yaml(cfg))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(str(out / "tb"))
-        except Exception:  # noqa: BLE001 - TensorBoard is optional
-            tb = None
+    def __init__(self, cfg: RunConfig, info: DistInfo, state: dict | None):
+        self.cfg, self.info, self.dev = cfg, info, info.device
+        self.out = Path(cfg.out_dir)
+        self._build_data()
+        self._build_model(state)
+        self._anchors: dict[tuple[int, int], tuple[torch.Tensor, list[int]]] = {}
+        self.global_iter = 0
+        self.history: list[dict] = []
+        self.lr: float | None = None  # of the last step
 
-    anchor_cache: dict[tuple[int, int], tuple[torch.Tensor, list[int]]] = {}
+    def _build_data(self) -> None:
+        cfg, info = self.cfg, self.info
+        self.train_ds, self.val_ds = build_datasets(cfg)
+        if cfg.model.num_classes != len(self.train_ds.class_names):
+            raise AdlaError(f"model.num_classes is {cfg.model.num_classes} but the data has "
+                            f"{len(self.train_ds.class_names)} categories {self.train_ds.class_names}",
+                            cfg.data.train_ann)
+        self.sampler = EpochSampler(len(self.train_ds), seed=cfg.seed, shuffle=True, rank=info.rank,
+                                    world_size=info.world_size)
+        # The loader draws its workers' base seed from its own generator, re-seeded every epoch, so the
+        # global RNG (which the flips use in-process) advances only with the samples themselves.
+        self.loader_gen = torch.Generator()
+        self.loader = DataLoader(self.train_ds, batch_size=cfg.data.batch_size, sampler=self.sampler,
+                                 generator=self.loader_gen, num_workers=cfg.data.num_workers, drop_last=False,
+                                 collate_fn=functools.partial(collate, size_divisor=cfg.data.size_divisor),
+                                 persistent_workers=False, worker_init_fn=_worker_init)
+        self.iters_per_epoch = math.ceil(self.sampler.per_rank / cfg.data.batch_size)
+        self.epochs, self.total_iters = plan_iterations(cfg, self.iters_per_epoch)
 
-    def anchors_for(h: int, w: int):
-        if (h, w) not in anchor_cache:
-            spec = cfg.model.anchors
-            anchor_cache[(h, w)] = (generate_anchors(spec, h, w, device=dev), spec.level_counts(h, w))
-        return anchor_cache[(h, w)]
+    def _build_model(self, state: dict | None) -> None:
+        cfg, dev = self.cfg, self.dev
+        self.model = build_detector(cfg.model).to(dev)
+        if state is not None:  # before the EMA copies the model: it starts from these weights
+            self.model.load_state_dict(state["model"])
+        self.ema = WeightEMA(self.model, cfg.optim.ema, cfg.optim.ema_warmup) if cfg.optim.ema > 0 else None
+        if self.ema is not None and state is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(self.params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                   weight_decay=cfg.optim.weight_decay)
+        self.use_amp = cfg.optim.amp and dev.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.assigner = build_assigner(cfg.assigner.name, cfg.assigner.params)
+        self.criterion = DetectionLoss(self.assigner, focal_alpha=cfg.loss.focal_alpha,
+                                       focal_gamma=cfg.loss.focal_gamma, box_weight=cfg.loss.box_weight)
+        self.ddp_model = DistributedDataParallel(self.model, device_ids=[dev.index] if dev.type == "cuda"
+                                                 else None) if self.info.enabled else self.model
 
-    def save(path: Path, epoch: int, iter_in_epoch: int, global_iter: int, partial: dict | None = None) -> Path:
+    def restore(self, state: dict | None) -> tuple[int, int]:
+        """Continue from ``state`` (optimiser, scaler, history, this rank's RNG): (epoch, iteration in it).
+
+        The model and EMA weights were loaded while building them.
+        """
+        start_epoch, start_iter = 0, 0
+        if state is not None:
+            self.opt.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            start_epoch = state["epoch"]
+            start_iter = state.get("iter_in_epoch", 0)
+            self.history = list(state.get("history", []))
+            if state.get("rng") and self.info.rank < len(state["rng"]):
+                _set_rng_state(state["rng"][self.info.rank])
+        self.global_iter = start_epoch * self.iters_per_epoch + start_iter
+        return start_epoch, start_iter
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights evaluated and deployed: the EMA's when there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def epoch_iters(self, epoch: int) -> int:
+        """Iterations of ``epoch``: fewer than an epoch's when the iteration budget ends inside it."""
+        return min(self.iters_per_epoch, self.total_iters - epoch * self.iters_per_epoch)
+
+    def start_epoch(self, epoch: int, first: int) -> None:
+        """Point the sampler, the augmentation and the loader's seed at ``epoch``, from iteration ``first``."""
+        cfg = self.cfg
+        self.sampler.set_epoch(epoch, start=first * cfg.data.batch_size)
+        self.train_ds.set_epoch(epoch)
+        self.loader_gen.manual_seed((cfg.seed * 1_000_003 + epoch) * 64 + self.info.rank)
+        self.ddp_model.train()
+
+    def _anchors_for(self, h: int, w: int) -> tuple[torch.Tensor, list[int]]:
+        if (h, w) not in self._anchors:
+            spec = self.cfg.model.anchors
+            self._anchors[(h, w)] = (generate_anchors(spec, h, w, device=self.dev), spec.level_counts(h, w))
+        return self._anchors[(h, w)]
+
+    def _set_lr(self) -> None:
+        o = self.cfg.optim
+        factor = lr_factor(self.global_iter, self.iters_per_epoch, warmup_iters=o.warmup_iters,
+                           warmup_ratio=o.warmup_ratio, milestones=o.milestones, gamma=o.lr_gamma,
+                           schedule=o.schedule, total_iters=self.total_iters, min_ratio=o.min_lr_ratio)
+        self.lr = o.lr * factor
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr
+
+    def step(self, images: torch.Tensor, targets: list[dict], epoch: int, it: int) -> tuple[dict, AssignStats]:
+        """One optimiser step on a batch at the current global iteration: (losses, assignment stats)."""
+        self._set_lr()
+        images = images.to(self.dev, non_blocking=True)
+        anchors, counts = self._anchors_for(images.shape[-2], images.shape[-1])
+        with torch.autocast(self.dev.type, enabled=self.use_amp):
+            cls_logits, box_deltas = self.ddp_model(images)
+        losses, st, _ = self.criterion(cls_logits, box_deltas, targets, anchors,
+                                       self.global_iter / self.total_iters, counts)
+        if not torch.isfinite(losses["total"]):
+            raise AdlaError(f"loss became {losses['total'].item()} at epoch {epoch + 1} iteration "
+                            f"{it}; lower optim.lr or check the data")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.global_iter += 1
+        return losses, st
+
+    def save(self, epoch: int, iter_in_epoch: int, partial: dict | None = None) -> Path:
+        """``last.pt`` with the full training state (every rank takes part: the RNG states are gathered)."""
+        path = self.out / "last.pt"
         rng = [_rng_state()]
-        if info.enabled:  # gather every rank's RNG so each resumes its own stream
-            gathered: list = [None] * info.world_size
+        if self.info.enabled:  # gather every rank's RNG so each resumes its own stream
+            gathered: list = [None] * self.info.world_size
             torch.distributed.all_gather_object(gathered, rng[0])
             rng = gathered
-        if not info.is_main:
+        if not self.info.is_main:
             return path
-        return save_checkpoint(path, cfg, model, train_ds.class_names, epoch=epoch, iter_in_epoch=iter_in_epoch,
-                               iteration=global_iter, optimizer=opt.state_dict(), scaler=scaler.state_dict(),
-                               rng=rng, history=history, world_size=info.world_size, partial_epoch=partial,
-                               ema=ema.state_dict() if ema is not None else None)
+        return save_checkpoint(path, self.cfg, self.model, self.train_ds.class_names, epoch=epoch,
+                               iter_in_epoch=iter_in_epoch, iteration=self.global_iter,
+                               optimizer=self.opt.state_dict(), scaler=self.scaler.state_dict(), rng=rng,
+                               history=self.history, world_size=self.info.world_size, partial_epoch=partial,
+                               ema=self.ema.state_dict() if self.ema is not None else None)
 
-    global_iter = start_epoch * iters_per_epoch + start_iter
-    interrupted = False
-    last_ckpt: Path | None = None
-    stop_now = False
+    def save_final(self) -> Path:
+        """``model.pt``: the deployed weights (the EMA's when there is one), config and history."""
+        return save_checkpoint(self.out / "model.pt", self.cfg, self.eval_model, self.train_ds.class_names,
+                               epoch=self.epochs, iteration=self.global_iter, history=self.history)
+
+
+def _open_outputs(cfg: RunConfig, info: DistInfo):
+    """Rank 0: the run folder with ``config.yaml``, and a TensorBoard writer when TensorBoard is installed."""
+    if not info.is_main:
+        return None
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", dump_yaml(cfg))
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(str(out / "tb"))
+    except Exception:  # noqa: BLE001 - TensorBoard is optional
+        return None
+
+
+def _stop_requested(stop: _StopFlag, stop_after_iters: int | None, global_iter: int, info: DistInfo) -> bool:
+    """A signal came or the test budget is spent, on any rank: every rank must stop at the same step."""
+    stop_now = stop.signum is not None or (stop_after_iters is not None and global_iter >= stop_after_iters)
+    if info.enabled:
+        flag = all_reduce_sum(torch.tensor([float(stop_now)]), info)
+        stop_now = bool(flag.item() > 0)
+    return stop_now
+
+
+def _run_epoch(tr: _Trainer, epoch: int, first: int, stats: EpochStats,
+               should_stop: Callable[[int], bool], progress: bool) -> tuple[int, bool]:
+    """Train ``epoch`` from iteration ``first`` into ``stats``: (iteration reached, whether to stop)."""
+    epoch_iters = tr.epoch_iters(epoch)
+    bar = tqdm(tr.loader, total=epoch_iters - first, disable=not progress, leave=False,
+               desc=f"epoch {epoch + 1}/{tr.epochs}", dynamic_ncols=True)
+    it, stop_now = first, False
+    for images, targets in bar:
+        if it >= epoch_iters:  # the iteration budget ends inside this epoch
+            break
+        losses, st = tr.step(images, targets, epoch, it)
+        stats.add(losses, st)
+        it += 1
+        if progress and stats.steps % max(tr.cfg.log_every, 1) == 0:
+            bar.set_postfix(loss=f"{stats.mean_loss:.4f}", lr=f"{tr.lr:.1e}")
+        stop_now = should_stop(tr.global_iter)
+        if stop_now:
+            break
+    bar.close()
+    return it, stop_now
+
+
+def _end_epoch(tr: _Trainer, epoch: int, stats: EpochStats, t0: float, tb, evaluate: bool,
+               progress: bool) -> Path:
+    """A finished epoch: its log row (reduced over the ranks), validation when due, ``last.pt``, the logs."""
+    cfg, info = tr.cfg, tr.info
+    row = {"epoch": epoch + 1, "iterations": tr.global_iter, "lr": tr.lr, **stats.all_reduce(info).summary(),
+           "alpha": current_alpha(tr.assigner, tr.global_iter / tr.total_iters), "time_s": time.time() - t0,
+           "world_size": info.world_size}
+    tr.history.append(row)
+    if cfg.eval_every and tr.val_ds is not None and (epoch + 1) % cfg.eval_every == 0 \
+            and epoch + 1 < tr.epochs and evaluate:
+        if info.is_main:
+            m = evaluate_model(tr.eval_model, tr.val_ds, cfg, tr.dev, progress)
+            row.update({f"val/{k}": v for k, v in m.items() if isinstance(v, float)})
+        barrier(info)
+    ckpt = tr.save(epoch + 1, 0)
+    if info.is_main:
+        print(_format_epoch(row), flush=True)
+        _write_csv(tr.out / "log.csv", tr.history)
+        if tb is not None:
+            for k, v in row.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    tb.add_scalar(k, v, epoch + 1)
+            tb.flush()
+    return ckpt
+
+
+def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_iters, evaluate) -> TrainResult:
+    state = _resume_state(cfg, resume)
+    _seed_all(cfg.seed + info.rank)
+    tr = _Trainer(cfg, info, state)
+    start_epoch, start_iter = tr.restore(state)
+    tb = _open_outputs(cfg, info)
+    # the part of the resumed epoch run before the interruption counts in its log row (rank 0's share
+    # of it under DDP: the other ranks' partial sums are not saved)
+    partial = state.get("partial_epoch") if state is not None and info.is_main else None
+    interrupted, last_ckpt = False, None
     with _StopFlag() as stop:
-        for epoch in range(start_epoch, epochs):
+        def should_stop(global_iter: int) -> bool:
+            return _stop_requested(stop, stop_after_iters, global_iter, info)
+
+        for epoch in range(start_epoch, tr.epochs):
             first = start_iter if epoch == start_epoch else 0
-            sampler.set_epoch(epoch, start=first * cfg.data.batch_size)
-            train_ds.set_epoch(epoch)
-            epoch_iters = min(iters_per_epoch, total_iters - epoch * iters_per_epoch)
-            loader_gen.manual_seed((cfg.seed * 1_000_003 + epoch) * 64 + info.rank)
-            ddp_model.train()
-            t0 = time.time()
-            sums = torch.zeros(3, dtype=torch.float64)  # cls, box, total (weighted by steps)
-            stats = AssignStats.zeros()
-            steps = 0
-            if epoch == start_epoch and state is not None and state.get("partial_epoch") and info.is_main:
-                # the part of this epoch run before the interruption counts in its log row (rank 0's
-                # share of it under DDP: the other ranks' partial sums are not saved)
-                p = state["partial_epoch"]
-                sums, steps, t0 = p["sums"].clone(), p["steps"], time.time() - p["time_s"]
-                stats = AssignStats(p["gts"].clone(), p["positives"].clone(), p["zero_pos"].clone())
-            bar = tqdm(loader, total=epoch_iters - first, disable=not progress, leave=False,
-                       desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True)
-            it = first
-            for images, targets in bar:
-                if it >= epoch_iters:  # the iteration budget ends inside this epoch
-                    break
-                prog = global_iter / total_iters
-                factor = lr_factor(global_iter, iters_per_epoch, warmup_iters=cfg.optim.warmup_iters,
-                                   warmup_ratio=cfg.optim.warmup_ratio, milestones=cfg.optim.milestones,
-                                   gamma=cfg.optim.lr_gamma, schedule=cfg.optim.schedule,
-                                   total_iters=total_iters, min_ratio=cfg.optim.min_lr_ratio)
-                for g in opt.param_groups:
-                    g["lr"] = cfg.optim.lr * factor
-                images = images.to(dev, non_blocking=True)
-                anchors, counts = anchors_for(images.shape[-2], images.shape[-1])
-                with torch.autocast(dev.type, enabled=use_amp):
-                    cls_logits, box_deltas = ddp_model(images)
-                losses, st, _ = criterion(cls_logits, box_deltas, targets, anchors, prog, counts)
-                if not torch.isfinite(losses["total"]):
-                    raise AdlaError(f"loss became {losses['total'].item()} at epoch {epoch + 1} iteration "
-                                    f"{it}; lower optim.lr or check the data")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(losses["total"]).backward()
-                if cfg.optim.grad_clip:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                if ema is not None:
-                    ema.update(model)
-                sums += torch.tensor([losses["cls"].item(), losses["box"].item(), losses["total"].item()],
-                                     dtype=torch.float64)
-                stats.add(st)
-                steps += 1
-                it += 1
-                global_iter += 1
-                if progress and steps % max(cfg.log_every, 1) == 0:
-                    bar.set_postfix(loss=f"{sums[2].item() / steps:.4f}", lr=f"{cfg.optim.lr * factor:.1e}")
-                stop_now = stop.signum is not None or (stop_after_iters is not None
-                                                       and global_iter >= stop_after_iters)
-                if info.enabled:  # every rank must stop at the same step
-                    flag = all_reduce_sum(torch.tensor([float(stop_now)]), info)
-                    stop_now = bool(flag.item() > 0)
-                if stop_now:
-                    break
-            bar.close()
-            interrupted = it < epoch_iters
-            if interrupted:
-                partial = {"sums": sums, "steps": steps, "time_s": time.time() - t0, "gts": stats.gts,
-                           "positives": stats.positives, "zero_pos": stats.zero_pos}
-                last_ckpt = save(out / "last.pt", epoch, it, global_iter, partial)
+            tr.start_epoch(epoch, first)
+            stats, t0 = EpochStats.zeros(), time.time()
+            if epoch == start_epoch and partial:
+                stats, t0 = EpochStats.from_partial(partial), time.time() - partial["time_s"]
+            it, stop_now = _run_epoch(tr, epoch, first, stats, should_stop, progress)
+            if it < tr.epoch_iters(epoch):  # stopped inside the epoch
+                interrupted = True
+                last_ckpt = tr.save(epoch, it, stats.to_partial(time.time() - t0))
                 if info.is_main:
-                    print(f"stopped at epoch {epoch + 1} iteration {it}/{epoch_iters}; "
+                    print(f"stopped at epoch {epoch + 1} iteration {it}/{tr.epoch_iters(epoch)}; "
                           f"checkpoint {last_ckpt} (resume with --resume)")
                 break
-            # epoch summary, reduced over ranks
-            packed = torch.cat([sums, torch.tensor([float(steps)], dtype=torch.float64),
-                                stats.gts.double(), stats.positives.double(), stats.zero_pos.double()])
-            packed = all_reduce_sum(packed, info)
-            steps_all = max(packed[3].item(), 1.0)
-            total = AssignStats(packed[4:8].float(), packed[8:12].float(), packed[12:16].float())
-            row = {"epoch": epoch + 1, "iterations": global_iter, "lr": cfg.optim.lr * factor,
-                   "loss": packed[2].item() / steps_all, "loss_cls": packed[0].item() / steps_all,
-                   "loss_box": packed[1].item() / steps_all, **total.summary(),
-                   "alpha": current_alpha(assigner, global_iter / total_iters), "time_s": time.time() - t0,
-                   "world_size": info.world_size}
-            history.append(row)
-            if cfg.eval_every and val_ds is not None and (epoch + 1) % cfg.eval_every == 0 \
-                    and epoch + 1 < epochs and evaluate:
-                if info.is_main:
-                    m = evaluate_model(ema.model if ema is not None else model, val_ds, cfg, dev, progress)
-                    row.update({f"val/{k}": v for k, v in m.items() if isinstance(v, float)})
-                barrier(info)
-            last_ckpt = save(out / "last.pt", epoch + 1, 0, global_iter)
-            if info.is_main:
-                print(_format_epoch(row), flush=True)
-                _write_csv(out / "log.csv", history)
-                if tb is not None:
-                    for k, v in row.items():
-                        if isinstance(v, float) and math.isfinite(v):
-                            tb.add_scalar(k, v, epoch + 1)
-                    tb.flush()
+            last_ckpt = _end_epoch(tr, epoch, stats, t0, tb, evaluate, progress)
             if stop_now:  # asked to stop exactly at an epoch boundary
-                interrupted = epoch + 1 < epochs
+                interrupted = epoch + 1 < tr.epochs
                 if interrupted and info.is_main:
                     print(f"stopped after epoch {epoch + 1}; checkpoint {last_ckpt} (resume with --resume)")
                 break
-
     metrics = None
     if not interrupted and info.is_main:
-        final_model = ema.model if ema is not None else model  # the EMA weights are the ones deployed
-        final = save_checkpoint(out / "model.pt", cfg, final_model, train_ds.class_names, epoch=epochs,
-                                iteration=global_iter, history=history)
+        final = tr.save_final()
         last_ckpt = last_ckpt or final
         if evaluate:
-            metrics = _final_metrics(final_model, train_ds, val_ds, cfg, dev, progress)
-            write_json(out / "metrics.json", metrics)
+            metrics = _final_metrics(tr.eval_model, tr.train_ds, tr.val_ds, cfg, tr.dev, progress)
+            write_json(tr.out / "metrics.json", metrics)
     barrier(info)
     if tb is not None:
         tb.close()
-    return TrainResult(out, last_ckpt, len(history), global_iter, history, metrics, interrupted)
+    return TrainResult(tr.out, last_ckpt, len(tr.history), tr.global_iter, tr.history, metrics, interrupted)
