@@ -220,6 +220,86 @@ def _resize(src: Path, dst: Path, factor: float) -> tuple[int, int, float, float
     return nw, nh, nw / w, nh / h
 
 
+_Parsed = list[tuple[Path, int, int, list[_Box], dict]]  # (image, width, height, boxes, extra image fields)
+
+
+def _parse_labels(fmt: str, images: list[Path], labels_dir: Path, airbus: dict, report: _Report,
+                  progress: bool) -> tuple[_Parsed, int]:
+    """Each image's size and boxes in source pixels, and how many images had no label file."""
+    parsed: _Parsed = []
+    no_label = 0
+    iterator: Iterable[Path] = images
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(images, desc=f"convert {fmt}", unit="img")
+    for path in iterator:
+        width, height = _image_size(path)
+        boxes: list[_Box]
+        extra: dict
+        if fmt == "airbus-csv":
+            boxes, extra = airbus[path.name], {}
+        else:
+            label_file = labels_dir / f"{path.stem}.txt"
+            if not label_file.is_file():
+                no_label += 1
+                boxes, extra = [], {}
+            else:
+                boxes, extra = _PARSERS[fmt](label_file, width, height, report)
+        parsed.append((path, width, height, boxes, extra))
+    return parsed, no_label
+
+
+def _found_class_names(fmt: str, parsed: _Parsed) -> list[str]:
+    """Class names when none were given: the sorted names found (DOTA, Airbus), else class0..classN (YOLO)."""
+    if fmt in ("dota", "airbus-csv"):
+        return sorted({str(b[0]) for *_, boxes, _ in parsed for b in boxes})
+    top = max((int(b[0]) for *_, boxes, _ in parsed for b in boxes), default=0)
+    return [f"class{i}" for i in range(top + 1)]
+
+
+def _coco_records(parsed: _Parsed, class_names: list[str], images_dir: Path, resized_dir: Path | None,
+                  downscale: float, report: _Report) -> tuple[list[dict], list[dict], list[float], Counter]:
+    """COCO images and annotations (images resized into ``resized_dir`` when downscaling), box sizes
+    sqrt(w*h) and per-class counts; boxes of unknown classes, zero size or outside the image are counted
+    in ``report.dropped``."""
+    name_index = {n: i for i, n in enumerate(class_names)}
+    coco_images: list[dict] = []
+    annotations: list[dict] = []
+    sizes: list[float] = []
+    per_class: Counter = Counter()
+    for image_id, (path, width, height, boxes, extra) in enumerate(parsed, 1):
+        sx = sy = 1.0
+        file_name = path.relative_to(images_dir).as_posix()
+        if resized_dir is not None:
+            file_name = Path(file_name).with_suffix(".png").as_posix()
+            width, height, sx, sy = _resize(path, resized_dir / file_name, downscale)
+        coco_images.append({"id": image_id, "file_name": file_name, "width": width, "height": height,
+                            **{k: v for k, v in extra.items() if v is not None}})
+        for cls, x1, y1, x2, y2, attrs in boxes:
+            if isinstance(cls, int):
+                k = cls if 0 <= cls < len(class_names) else None
+            else:
+                k = name_index.get(cls)
+            if k is None:
+                report.dropped["unknown_class"] += 1
+                continue
+            if x2 <= x1 or y2 <= y1:
+                report.dropped["zero_size"] += 1
+                continue
+            x1, x2 = min(max(x1 * sx, 0.0), width), min(max(x2 * sx, 0.0), width)
+            y1, y2 = min(max(y1 * sy, 0.0), height), min(max(y2 * sy, 0.0), height)
+            if x2 <= x1 or y2 <= y1:
+                report.dropped["outside_image"] += 1
+                continue
+            w, h = x2 - x1, y2 - y1
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": k + 1,
+                                "bbox": [round(x1, 3), round(y1, 3), round(w, 3), round(h, 3)],
+                                "area": round(w * h, 3), "iscrowd": 0, **attrs})
+            per_class[class_names[k]] += 1
+            sizes.append(math.sqrt(w * h))
+    return coco_images, annotations, sizes, per_class
+
+
 def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, out_json: str | Path, *,
                     class_names: list[str] | None = None, names_file: str | Path | None = None,
                     include: str | None = None, downscale: float = 1.0,
@@ -255,69 +335,11 @@ def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, ou
     if downscale != 1.0:
         resized_dir = Path(out_images_dir) if out_images_dir else out_json.parent / f"{out_json.stem}_images"
 
-    parsed: list[tuple[Path, int, int, list[_Box], dict]] = []
-    no_label = 0
-    iterator: Iterable[Path] = images
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(images, desc=f"convert {fmt}", unit="img")
-    for path in iterator:
-        width, height = _image_size(path)
-        boxes: list[_Box]
-        extra: dict
-        if fmt == "airbus-csv":
-            boxes, extra = airbus[path.name], {}
-        else:
-            label_file = labels_dir / f"{path.stem}.txt"
-            if not label_file.is_file():
-                no_label += 1
-                boxes, extra = [], {}
-            else:
-                boxes, extra = _PARSERS[fmt](label_file, width, height, report)
-        parsed.append((path, width, height, boxes, extra))
-
+    parsed, no_label = _parse_labels(fmt, images, labels_dir, airbus, report, progress)
     if class_names is None:
-        if fmt in ("dota", "airbus-csv"):
-            class_names = sorted({str(b[0]) for *_, boxes, _ in parsed for b in boxes})
-        else:
-            top = max((int(b[0]) for *_, boxes, _ in parsed for b in boxes), default=0)
-            class_names = [f"class{i}" for i in range(top + 1)]
-    name_index = {n: i for i, n in enumerate(class_names)}
-
-    coco_images: list[dict] = []
-    annotations: list[dict] = []
-    sizes: list[float] = []
-    per_class: Counter = Counter()
-    for image_id, (path, width, height, boxes, extra) in enumerate(parsed, 1):
-        sx = sy = 1.0
-        file_name = path.relative_to(images_dir).as_posix()
-        if resized_dir is not None:
-            file_name = Path(file_name).with_suffix(".png").as_posix()
-            width, height, sx, sy = _resize(path, resized_dir / file_name, downscale)
-        coco_images.append({"id": image_id, "file_name": file_name, "width": width, "height": height,
-                            **{k: v for k, v in extra.items() if v is not None}})
-        for cls, x1, y1, x2, y2, attrs in boxes:
-            if isinstance(cls, int):
-                k = cls if 0 <= cls < len(class_names) else None
-            else:
-                k = name_index.get(cls)
-            if k is None:
-                report.dropped["unknown_class"] += 1
-                continue
-            if x2 <= x1 or y2 <= y1:
-                report.dropped["zero_size"] += 1
-                continue
-            x1, x2 = min(max(x1 * sx, 0.0), width), min(max(x2 * sx, 0.0), width)
-            y1, y2 = min(max(y1 * sy, 0.0), height), min(max(y2 * sy, 0.0), height)
-            if x2 <= x1 or y2 <= y1:
-                report.dropped["outside_image"] += 1
-                continue
-            w, h = x2 - x1, y2 - y1
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": k + 1,
-                                "bbox": [round(x1, 3), round(y1, 3), round(w, 3), round(h, 3)],
-                                "area": round(w * h, 3), "iscrowd": 0, **attrs})
-            per_class[class_names[k]] += 1
-            sizes.append(math.sqrt(w * h))
+        class_names = _found_class_names(fmt, parsed)
+    coco_images, annotations, sizes, per_class = _coco_records(parsed, class_names, images_dir, resized_dir,
+                                                               downscale, report)
 
     image_dir = resized_dir if resized_dir is not None else images_dir
     coco = {"info": {"description": f"converted from {fmt} by adla", "source_images": str(images_dir),
