@@ -87,7 +87,12 @@ class CocoDetection(torch.utils.data.Dataset):
         if not self.image_dir.is_dir():
             raise AdlaError("image folder not found", self.image_dir)
         data = load_coco_json(self.ann_file)
+        cat_index = self._read_categories(data)
+        self._read_images(data)
+        self._read_boxes(data, cat_index)
 
+    def _read_categories(self, data: dict) -> dict[int, int]:
+        """``cat_ids`` and ``class_names`` sorted by id; returns category id -> 0-based label."""
         try:
             cats = sorted(data["categories"], key=lambda c: c.get("id", 0))
             self.cat_ids: list[int] = [int(c["id"]) for c in cats]
@@ -96,8 +101,10 @@ class CocoDetection(torch.utils.data.Dataset):
             raise AdlaError(f"a category lacks an integer 'id' or a 'name' ({exc})", self.ann_file) from exc
         if len(set(self.cat_ids)) != len(self.cat_ids):
             raise AdlaError("duplicate category ids", self.ann_file)
-        cat_index = {cid: i for i, cid in enumerate(self.cat_ids)}
+        return {cid: i for i, cid in enumerate(self.cat_ids)}
 
+    def _read_images(self, data: dict) -> None:
+        """``images`` and ``image_ids``; every listed image file must exist."""
         self.images: list[dict[str, Any]] = []
         for img in data["images"]:
             try:
@@ -116,6 +123,9 @@ class CocoDetection(torch.utils.data.Dataset):
             raise AdlaError(f"{len(missing)} image file(s) listed in {self.ann_file} are missing: "
                             f"{', '.join(missing[:5])}{more}", self.image_dir)
 
+    def _read_boxes(self, data: dict, cat_index: dict[int, int]) -> None:
+        """Per image xyxy boxes clipped to the image and labels; unusable annotations are counted in
+        ``dropped`` (and warned about)."""
         dropped: Counter[str] = Counter()
         by_id = {r["id"]: r for r in self.images}
         boxes: dict[int, list[list[float]]] = {i: [] for i in self.image_ids}
@@ -139,7 +149,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.dropped: dict[str, int] = dict(dropped)
         if self.dropped:
             parts = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items()))
-            warnings.warn(f"{self.ann_file}: dropped annotations: {parts}", stacklevel=2)
+            warnings.warn(f"{self.ann_file}: dropped annotations: {parts}", stacklevel=3)
 
     @staticmethod
     def _check(ann: dict, images: dict[int, dict], cat_index: dict[int, int]) -> str | None:
