@@ -15,13 +15,19 @@ import torch
 
 from adla.ranges import check_ranges
 
+DEFAULT_STRIDES: tuple[int, ...] = (8, 16, 32)  # P3-P5 of the ResNet + FPN detector
+# The default anchors' largest stride (the size divisor of the model's input). Use ``AnchorSpec.max_stride``
+# wherever a spec or model is at hand; this constant is only for checks made before one is loaded
+# (e.g. a CLI's minimum tile) and for defaults that have no spec to ask.
+DEFAULT_MAX_STRIDE: int = max(DEFAULT_STRIDES)
+
 
 @dataclass(frozen=True)
 class AnchorSpec:
     """Anchors per FPN level. Defaults are the paper's sub-size anchors: 16/32/64 at strides 8/16/32."""
 
     sizes: tuple[float, ...] = (16.0, 32.0, 64.0)
-    strides: tuple[int, ...] = (8, 16, 32)
+    strides: tuple[int, ...] = DEFAULT_STRIDES
     scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
     center_offset: float = 0.0  # in strides; mmdetection's RetinaNet uses 0
@@ -32,6 +38,11 @@ class AnchorSpec:
         check_ranges(self, self.RANGES)
         if len(self.sizes) != len(self.strides):
             raise ValueError(f"anchor sizes {self.sizes} and strides {self.strides} differ in length")
+
+    @property
+    def max_stride(self) -> int:
+        """The largest stride (the coarsest level's): model inputs are padded to a multiple of it."""
+        return max(self.strides)
 
     @property
     def num_anchors(self) -> int:

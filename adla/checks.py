@@ -9,25 +9,45 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adla.errors import AdlaError
 
-
-def check_device(device: str | None, what: str = "--device") -> None:
-    """AdlaError when ``device`` names CUDA (``cuda``, ``cuda:1``) and torch sees no such GPU."""
-    if not device or not str(device).startswith("cuda"):
-        return
+if TYPE_CHECKING:
     import torch
 
-    if not torch.cuda.is_available():
-        raise AdlaError(f"{what} {device}: no CUDA GPU is available to PyTorch on this machine; "
+
+def resolve_device(device: str | torch.device | None = "auto", what: str = "--device") -> torch.device:
+    """The torch device ``device`` names: ``auto`` (or None, "") is CUDA when torch sees a GPU, else the CPU;
+    ``cpu``, ``cuda``, ``cuda:N`` (and any other torch device string) as given.
+
+    One-line AdlaError (starting with ``what``) when the name is not a device, or names a GPU that torch
+    does not see (none at all, or fewer than N + 1).
+    """
+    import torch
+
+    if device is None or device in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = str(device)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AdlaError(f"{what} {name}: no CUDA GPU is available to PyTorch on this machine; "
                         "use --device cpu (or auto)")
-    _, _, index = str(device).partition(":")
-    if index:
-        if not index.isdigit():
-            raise AdlaError(f"{what} {device}: expected cuda or cuda:N")
-        if int(index) >= torch.cuda.device_count():
-            raise AdlaError(f"{what} {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        expected = "cuda or cuda:N" if name.startswith("cuda") else "auto, cpu, cuda or cuda:N"
+        raise AdlaError(f"{what} {name}: unknown device, expected {expected}") from exc
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise AdlaError(f"{what} {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return dev
+
+
+def check_device(device: str | None, what: str = "--device") -> None:
+    """AdlaError when ``device`` is not a device, or names CUDA (``cuda``, ``cuda:1``) and torch sees no
+    such GPU (``resolve_device``, before any work; auto and cpu pass without importing torch)."""
+    if device in (None, "", "auto", "cpu"):
+        return
+    resolve_device(device, what)
 
 
 def check_readable_file(path: str | Path, what: str = "file") -> Path:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from adla.anchors import AnchorSpec
+from adla.anchors import DEFAULT_MAX_STRIDE, AnchorSpec
 from adla.errors import AdlaError
 from adla.model import ModelConfig
 from adla.postprocess import PostprocessConfig
@@ -54,7 +54,7 @@ class DataConfig:
     vflip: float = 0.5
     batch_size: int = 2  # per process
     num_workers: int = 2
-    size_divisor: int = 32
+    size_divisor: int = DEFAULT_MAX_STRIDE  # batches padded to a multiple: the default anchors' max stride
     # augmentation (adla.data.augment): the AI-TOD paper configs keep flips only
     rot90: bool = False  # all 8 flips/90-degree rotations (replaces hflip/vflip)
     crop: int | None = None  # square random crop side (px) at training, zero-padded where the image is smaller
@@ -100,6 +100,23 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, self.RANGES)
+
+
+# The small CPU model, the one definition used by the demo, `adla bench train-step` and the tests:
+# ResNet-18 from scratch with BatchNorm, 64-channel FPN, narrow 2-conv heads, 3 classes (the synthetic
+# data's). configs/cpu_small_*.yaml spell the same model in YAML (tests/core/test_configs.py checks it).
+SMALL_MODEL: dict[str, Any] = {"backbone": "resnet18", "norm": "bn", "num_classes": 3, "fpn_channels": 64,
+                               "head_channels": 64, "head_convs": 2}
+
+
+def small_model_overrides(**replace: Any) -> list[str]:
+    """The small CPU model as ``model.key=value`` overrides for ``load_config``; ``replace`` changes fields
+    by name (e.g. ``fpn_channels=32``), and may name any ``ModelConfig`` field."""
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(replace) - known)
+    if unknown:
+        raise AdlaError(f"small_model_overrides: unknown model field(s) {unknown}; known: {sorted(known)}")
+    return [f"model.{k}={v}" for k, v in {**SMALL_MODEL, **replace}.items()]
 
 
 @dataclass(frozen=True)
@@ -301,6 +318,7 @@ def dump_yaml(cfg: RunConfig) -> str:
 
 
 __all__ = [
-    "AnchorSpec", "AssignerConfig", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig",
-    "PostprocessConfig", "RunConfig", "config_from_dict", "dump_yaml", "load_config", "to_dict",
+    "SMALL_MODEL", "AnchorSpec", "AssignerConfig", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig",
+    "PostprocessConfig", "RunConfig", "config_from_dict", "dump_yaml", "load_config", "small_model_overrides",
+    "to_dict",
 ]

@@ -16,9 +16,13 @@ import numpy as np
 
 from adla.errors import AdlaError
 from adla.io import read_json
+from adla.tables import format_table
 
-AITOD_RANGES = {"verytiny": [0.0, 8.0**2], "tiny": [8.0**2, 16.0**2], "small": [16.0**2, 32.0**2],
-                "medium": [32.0**2, 1e5**2]}
+# The AI-TOD size buckets, the one table: (name, low, high) on sqrt(w*h) in pixels. The evaluation's area
+# ranges below and the assignment statistics of training and ``adla assign`` (adla.train.loss) use it.
+SIZE_BUCKETS = (("very_tiny", 0.0, 8.0), ("tiny", 8.0, 16.0), ("small", 16.0, 32.0), ("medium", 32.0, 1e5))
+# The scorer's area ranges (w*h), named as faster-coco-eval reports them (AP_verytiny, ...).
+AITOD_RANGES = {name.replace("_", ""): [low**2, high**2] for name, low, high in SIZE_BUCKETS}
 MAX_DETS = [1, 100, 1500]
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_vt", "AP_t", "AP_s", "AP_m")
 _STATS_KEYS = {"AP": "AP_all", "AP50": "AP_50", "AP75": "AP_75", "AP_vt": "AP_verytiny", "AP_t": "AP_tiny",
@@ -271,11 +275,4 @@ def format_metrics_table(metrics_by_name: dict[str, dict]) -> str:
         classes += [c for c in m.get("per_class_AP50", {}) if c not in classes]
     for c in classes:
         rows.append([f"AP50 {c}"] + [_pct(m.get("per_class_AP50", {}).get(c)) for m in metrics_by_name.values()])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, r in enumerate(rows):
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
-        lines.append("  ".join(cells))
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(rows, align="lr")

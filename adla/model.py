@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 from torchvision.models._utils import IntermediateLayerGetter
@@ -171,9 +170,3 @@ class Detector(nn.Module):
 def build_detector(cfg: ModelConfig) -> Detector:
     return Detector(cfg)
 
-
-def pad_to_stride(images: torch.Tensor, stride: int = 32) -> torch.Tensor:
-    """Zero-pad [B,3,H,W] at the bottom and right to a multiple of ``stride`` (no resizing)."""
-    h, w = images.shape[-2:]
-    ph, pw = (-h) % stride, (-w) % stride
-    return F.pad(images, (0, pw, 0, ph)) if ph or pw else images

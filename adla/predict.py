@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from adla.anchors import AnchorSpec, generate_anchors
@@ -17,9 +19,9 @@ def predict_dataset(model: torch.nn.Module, dataset: CocoDetection, *, batch_siz
     """Detections of every image as COCO results: {"image_id", "category_id" (via ``dataset.cat_ids``),
     "bbox" [x, y, w, h] px, "score"}, best first within an image.
 
-    Images are batched, zero-padded at the bottom/right to a multiple of 32 (no resizing); boxes are
-    clipped to each image's own size. ``post_cfg`` defaults to ``PostprocessConfig()`` (the AI-TOD
-    settings). The model is put in eval mode.
+    Images are batched, zero-padded at the bottom/right to a multiple of the anchors' largest stride
+    (``AnchorSpec.max_stride``, 32 by default; no resizing); boxes are clipped to each image's own size.
+    ``post_cfg`` defaults to ``PostprocessConfig()`` (the AI-TOD settings). The model is put in eval mode.
     """
     from tqdm import tqdm
 
@@ -35,7 +37,8 @@ def predict_dataset(model: torch.nn.Module, dataset: CocoDetection, *, batch_siz
     post_cfg = post_cfg or PostprocessConfig()
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, collate_fn=collate)
+                                         num_workers=num_workers,
+                                         collate_fn=functools.partial(collate, size_divisor=spec.max_stride))
     anchors_by_size: dict[tuple[int, int], torch.Tensor] = {}
     results: list[dict] = []
     for images, targets in tqdm(loader, desc="predict", unit="batch", disable=not progress):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from adla.tables import format_table
+
 KEYS = ("AP", "AP50", "AP75", "AP_vt", "AP_t", "AP_s", "train/AP50")
 
 
@@ -68,10 +70,7 @@ def format_seed_table(rows: list[dict], baseline: str, candidate: str, labels: d
     for r in rows:
         table.append([r["metric"], _pm(r[baseline]), _pm(r[candidate]), _pm(r["diff"], signed=True),
                       f"{r['diff_range'][0]:+.1f}..{r['diff_range'][1]:+.1f}"])
-    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
-    lines = ["  ".join([t[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(t[1:], widths[1:])])
-             for t in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [format_table(table, align="lr")]
     if seeds is not None:
         lines.append(f"({seeds} seed(s) per model; std is the sample standard deviation over seeds)")
     return "\n".join(lines)

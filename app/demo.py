@@ -17,10 +17,11 @@ from pathlib import Path
 
 from adla.errors import AdlaError
 
-# The small CPU model: ResNet-18 trained from scratch with BatchNorm, narrow 2-conv heads.
+# The demo trains the small CPU model (``adla.config.small_model_overrides()``: ResNet-18 from scratch with
+# BatchNorm, narrow 2-conv heads; its class count is the data's) with these settings. The model's
+# overrides are fetched when the demo runs: adla.config imports torch, which building the CLI must not.
 DEMO_OVERRIDES = [
-    "model.backbone=resnet18", "model.norm=bn", "model.fpn_channels=64", "model.head_channels=64",
-    "model.head_convs=2", "data.batch_size=4", "data.num_workers=2", "optim.lr=0.02",
+    "data.batch_size=4", "data.num_workers=2", "optim.lr=0.02",
     "optim.warmup_iters=50", "optim.grad_clip=10.0", "eval.score_thr=0.05", "log_every=5",
 ]
 SYNTH_EPOCHS = 15
@@ -66,7 +67,7 @@ def _synthetic_data(out: Path, n_train: int) -> tuple[Path, Path, Path, Path]:
 
 
 def run_demo(args) -> int:
-    from adla.config import load_config
+    from adla.config import load_config, small_model_overrides
     from adla.data.coco import CocoDetection
     from adla.metrics import format_metrics_table
     from adla.train.loop import train
@@ -85,8 +86,7 @@ def run_demo(args) -> int:
     classes = CocoDetection(str(train_ann), str(train_img)).class_names
     if args.seeds < 1:
         raise AdlaError(f"--seeds must be at least 1, got {args.seeds}")
-    base = DEMO_OVERRIDES + [
-        f"model.num_classes={len(classes)}",
+    base = small_model_overrides(num_classes=len(classes)) + DEMO_OVERRIDES + [
         f"data.train_ann={train_ann}", f"data.train_images={train_img}",
         f"data.val_ann={val_ann}", f"data.val_images={val_img}",
     ] + _schedule(args, train_ann, train_img) + list(args.set)
@@ -182,14 +182,17 @@ def _schedule(args, train_ann: Path, train_img: Path) -> list[str]:
 
 def real_recipe(train_ann: Path, train_img: Path, batch: int = 4) -> list[str]:
     """The real-data recipe for a training set: square crops as large as the shorter side of its
-    smallest image (a multiple of 32 between 128 and 512), and the iterations that spend ``REAL_PIXELS``."""
+    smallest image (a multiple of the model's largest stride, 32, between 128 and 512), and the iterations
+    that spend ``REAL_PIXELS``."""
     import math
 
+    from adla.anchors import DEFAULT_MAX_STRIDE  # the demo keeps the default anchors
     from adla.data.coco import CocoDetection
 
     ds = CocoDetection(str(train_ann), str(train_img))
     short = min(min(int(r["height"]), int(r["width"])) for r in ds.images)
-    crop = min(512, max(128, 32 * math.ceil(short / 32)))
+    s = DEFAULT_MAX_STRIDE
+    crop = min(512, max(128, s * math.ceil(short / s)))
     iters = max(1, round(REAL_PIXELS / (batch * crop * crop)))
     decay_epoch = max(1, int(REAL_DECAY_AT * iters / math.ceil(len(ds) / batch)))  # milestones count epochs
     return REAL_RECIPE + [f"data.crop={crop}", f"optim.iters={iters}", f"data.batch_size={batch}",
@@ -237,10 +240,10 @@ def _count(path: Path) -> int:
 
 
 def _recap(steps: list[tuple[str, float, str]]) -> str:
-    w = max(len(s[0]) for s in steps)
-    lines = [f"{'step':<{w}}  {'time (s)':>8}  result", f"{'-' * w}  {'-' * 8}  {'-' * 6}"]
-    lines += [f"{name:<{w}}  {sec:>8.0f}  {outcome}" for name, sec, outcome in steps]
-    return "\n".join(lines)
+    from adla.tables import format_table
+
+    rows = [("step", "time (s)", "result")] + [(name, f"{sec:.0f}", outcome) for name, sec, outcome in steps]
+    return format_table(rows, align="lrl", short_last_rule=True)
 
 
 def _mosaic(ann: Path, image_dir: Path, out: Path, max_side: int = 8192) -> tuple[Path, Path]:

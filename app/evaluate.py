@@ -67,13 +67,12 @@ def _predict_ckpt(args: argparse.Namespace) -> list[dict]:
     import dataclasses
     import warnings
 
-    import torch
-
     from adla.checkpoint import load_model
+    from adla.checks import resolve_device
     from adla.data.coco import CocoDetection
     from adla.predict import predict_dataset
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)  # None: CUDA when present
     model, ckpt = load_model(args.ckpt, device)
     post_cfg = ckpt["run_config"].eval
     if args.score_thr is not None:

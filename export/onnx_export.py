@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 import adla
-from adla.anchors import generate_anchors
+from adla.anchors import DEFAULT_MAX_STRIDE, generate_anchors
 from adla.checkpoint import load_model
 from adla.config import to_dict
 from adla.errors import AdlaError
@@ -74,13 +74,15 @@ class ExportReport:
         return all(p.ok for p in self.parity)
 
 
-def check_input_size(input_size: tuple[int, int] | list[int]) -> tuple[int, int]:
-    """(H, W) as ints; both must be positive multiples of 32 (the detector's largest stride)."""
+def check_input_size(input_size: tuple[int, int] | list[int],
+                     stride: int = DEFAULT_MAX_STRIDE) -> tuple[int, int]:
+    """(H, W) as ints; both must be positive multiples of ``stride``, the detector's largest
+    (``AnchorSpec.max_stride``; before a checkpoint is read, the default anchors')."""
     if len(input_size) != 2:
         raise AdlaError(f"input size must be two numbers H W, got {list(input_size)}")
     h, w = int(input_size[0]), int(input_size[1])
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise AdlaError(f"input size {h}x{w} must be positive multiples of 32 (e.g. 800 800)")
+    if h <= 0 or w <= 0 or h % stride or w % stride:
+        raise AdlaError(f"input size {h}x{w} must be positive multiples of {stride} (e.g. 800 800)")
     return h, w
 
 
@@ -134,13 +136,13 @@ def read_metadata(path: str | Path) -> dict:
     raise AdlaError(f"ONNX file has no {METADATA_KEY!r} metadata (not exported by adla)", path)
 
 
-def _dynamic_shapes(dynamic_hw: bool) -> dict:
+def _dynamic_shapes(dynamic_hw: bool, stride: int = DEFAULT_MAX_STRIDE) -> dict:
     batch = torch.export.Dim("batch", min=1, max=4096)
     dims: dict[int, Any] = {0: batch}
     if dynamic_hw:
-        # multiples of 32 keep every FPN level's size an exact division of the input's
-        dims[2] = 32 * torch.export.Dim("h32", min=1, max=1024)
-        dims[3] = 32 * torch.export.Dim("w32", min=1, max=1024)
+        # multiples of the largest stride keep every FPN level's size an exact division of the input's
+        dims[2] = stride * torch.export.Dim("h32", min=1, max=1024)
+        dims[3] = stride * torch.export.Dim("w32", min=1, max=1024)
     return {"images": dims}
 
 
@@ -156,8 +158,9 @@ def build_adapter(model: torch.nn.Module, ckpt: dict, variant: str,
 
 
 def to_onnx_proto(module: torch.nn.Module, example: torch.Tensor, output_names: list[str], *,
-                  dynamic_hw: bool, opset: int):
-    """Trace ``module`` with the dynamo exporter and return the optimised (constant-folded) ModelProto."""
+                  dynamic_hw: bool, opset: int, stride: int = DEFAULT_MAX_STRIDE):
+    """Trace ``module`` with the dynamo exporter and return the optimised (constant-folded) ModelProto;
+    with ``dynamic_hw``, H and W are multiples of ``stride`` (the detector's ``AnchorSpec.max_stride``)."""
     buf = io.StringIO()
     quiet = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in quiet]
@@ -166,7 +169,7 @@ def to_onnx_proto(module: torch.nn.Module, example: torch.Tensor, output_names: 
         for lg in quiet:  # progress lines and the "converting opset 18 to 17" notes
             lg.setLevel(logging.ERROR)
         try:
-            program = _export(module, example, output_names, dynamic_hw, opset)
+            program = _export(module, example, output_names, dynamic_hw, opset, stride)
         finally:
             for lg, level in zip(quiet, levels):
                 lg.setLevel(level)
@@ -176,10 +179,10 @@ def to_onnx_proto(module: torch.nn.Module, example: torch.Tensor, output_names: 
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, output_names: list[str], dynamic_hw: bool,
-            opset: int) -> Any:
+            opset: int, stride: int = DEFAULT_MAX_STRIDE) -> Any:
     return torch.onnx.export(
         module, (example,), None, dynamo=True, opset_version=opset, input_names=["images"],
-        output_names=output_names, dynamic_shapes=(_dynamic_shapes(dynamic_hw)["images"],),
+        output_names=output_names, dynamic_shapes=(_dynamic_shapes(dynamic_hw, stride)["images"],),
         custom_translation_table=ONNX_TRANSLATIONS, optimize=True, verbose=False, report=False,
     )
 
@@ -199,16 +202,19 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, *, input_size: tupl
         raise AdlaError(f"unknown ONNX variant {variant!r}; choose one of {VARIANTS}")
     if opset < 17:
         raise AdlaError(f"opset {opset} is too old: adla exports opset 17 or newer")
-    input_size = check_input_size(input_size)
+    input_size = check_input_size(input_size)  # before the checkpoint is read: the default anchors' stride
     if variant == "nms" and dynamic_hw:
         raise AdlaError("--nms needs a fixed input size (its anchors are a constant of the graph); "
                         "export the raw variant with --dynamic-hw, or drop --dynamic-hw")
     model, ckpt = load_model(ckpt_path, "cpu")
+    stride = ckpt["run_config"].model.anchors.max_stride
+    input_size = check_input_size(input_size, stride)  # again, against this detector's own largest stride
     module = build_adapter(model, ckpt, variant, input_size)
     example = torch.rand(2, 3, *input_size) * 255
     t0 = time.perf_counter()
     try:
-        proto = to_onnx_proto(module, example, OUTPUT_NAMES[variant], dynamic_hw=dynamic_hw, opset=opset)
+        proto = to_onnx_proto(module, example, OUTPUT_NAMES[variant], dynamic_hw=dynamic_hw, opset=opset,
+                              stride=stride)
     except AdlaError:
         raise
     except Exception as exc:

@@ -16,6 +16,7 @@ from torchvision.ops import box_iou
 from adla.anchors import generate_anchors
 from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig, postprocess
+from adla.tables import format_table
 
 RAW_ATOL = 1e-4  # fp32 raw outputs, absolute
 SCORE_ATOL = 1e-4
@@ -154,5 +155,4 @@ def format_parity(results: list[ParityResult]) -> str:
         rows.append((r.name, str(r.batch), "-" if r.max_abs_cls is None else f"{r.max_abs_cls:.2e}",
                      "-" if r.max_abs_box is None else f"{r.max_abs_box:.2e}", str(r.dets_torch),
                      str(r.dets_onnx), "yes" if r.dets_match else f"NO ({r.detail})"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(row, widths)).rstrip() for row in rows)
+    return format_table(rows)

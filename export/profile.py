@@ -11,7 +11,6 @@ of the per-round ratios with its p10-p90.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,11 @@ import torch
 from tqdm import tqdm
 
 from adla.checkpoint import load_model
+from adla.checks import resolve_device
 from adla.errors import AdlaError
 from adla.io import atomic_path, write_json, write_text
+from adla.tables import format_table
+from adla.timing import time_interleaved
 
 from .compare import graphs_identical
 from .onnx_export import check_input_size, export_onnx
@@ -83,18 +85,11 @@ def _trt_runner(ckpt: Path, engine_path: Path, x: torch.Tensor, input_size: tupl
 
 
 def _interleaved(runners: list[Callable[[], None]], runs: int, warmup: int, desc: str) -> list[list[float]]:
-    """Per-runner lists of ``runs`` call times (ms); round r calls the runners forward or backward."""
-    for run in runners:
-        for _ in range(warmup):
-            run()
-    times: list[list[float]] = [[] for _ in runners]
-    for r in tqdm(range(runs), desc=desc, leave=False):
-        order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
-        for i in order:
-            t0 = time.perf_counter()
-            runners[i]()
-            times[i].append((time.perf_counter() - t0) * 1e3)
-    return times
+    """Per-runner lists of ``runs`` call times (ms); round r calls the runners forward or backward (the
+    runners synchronise CUDA themselves)."""
+    times = time_interleaved(runners, warmup=warmup, runs=runs,
+                             progress=lambda rounds: tqdm(rounds, desc=desc, leave=False))
+    return [[1e3 * t for t in ts] for ts in times]
 
 
 def compare_models(ckpts: list[Path], *, input_size: tuple[int, int] = (800, 800), batch: int = 1,
@@ -118,7 +113,7 @@ def compare_models(ckpts: list[Path], *, input_size: tuple[int, int] = (800, 800
     if unknown:
         raise AdlaError(f"unknown backend(s) {unknown}; choose from {BACKENDS}")
     input_size = check_input_size(input_size)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto").type
     skipped: dict[str, str] = {}
     if "tensorrt" in backends and not (tensorrt_available() and device == "cuda"):
         skipped["tensorrt"] = "TensorRT or a CUDA GPU is not available"
@@ -214,11 +209,10 @@ def format_model_table(result: dict) -> str:
             lat = m["latency"][b]
             row.append(f"{lat['median_ms']:.2f} ({lat['p10_ms']:.2f}-{lat['p90_ms']:.2f})")
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [(f"input {result['input_size'][0]}x{result['input_size'][1]}, batch {result['batch']}, "
               f"{result['runs']} runs after {result['warmup']} warm-up, device {result['device']}; "
               f"FLOPs: 1 multiply-add = 2 FLOPs (GMACs = GFLOPs / 2, mmdet/fvcore's 'FLOPs')")]
-    lines += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.append(format_table(rows, align="lr", rule=False))
     for b, why in result.get("skipped", {}).items():
         lines.append(f"{b}: skipped ({why})")
     if result.get("verdict"):

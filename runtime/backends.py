@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from adla.anchors import AnchorSpec
-from adla.checks import check_readable_file
+from adla.checks import check_readable_file, resolve_device
 from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig
 
@@ -68,18 +68,6 @@ class Backend(Protocol):
     name: str
 
     def __call__(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise AdlaError(f"unknown device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AdlaError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def _to_float_tensor(images: Images, device: torch.device) -> torch.Tensor:
@@ -235,7 +223,7 @@ def load_backend(model_path: str | Path, device: str = "auto") -> Backend:
         raise AdlaError(f"unknown model file type {suffix!r}; expected one of {sorted(BACKENDS)}", path)
     if not path.is_file():
         raise AdlaError("model file not found", path)
-    return cast(Backend, BACKENDS[suffix](path, resolve_device(device)))
+    return cast(Backend, BACKENDS[suffix](path, resolve_device(device, "device")))
 
 
 def read_model_meta(model_path: str | Path) -> ModelMeta:

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from adla.errors import AdlaError
+from adla.tables import format_table
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,7 +94,8 @@ def _variant_runtime(spec: dict, backend) -> tuple[float, dict]:
 
     t = time.perf_counter()
     r = infer_scene(spec["scene"], backend, _options(spec), progress=False)
-    return time.perf_counter() - t, {"tiles": r.tiles, "tiles_run": r.tiles_run, "detections": r.detections}
+    return time.perf_counter() - t, {"tiles": r.tiles, "tiles_run": r.tiles_run,
+                                     "detections": r.num_detections}
 
 
 class _ObjectPrediction:
@@ -180,10 +182,11 @@ def _variant_one_tile(spec: dict, backend) -> tuple[float, dict]:
                             max_dets=m.post.max_dets)
     anchor_cache: dict[tuple[int, int], torch.Tensor] = {}
     preds: list[_ObjectPrediction] = []
+    stride = m.anchors.max_stride
     for x0, y0, x1, y1 in windows:
         crop = image[:, y0:y1, x0:x1]
         h, w = crop.shape[1:]
-        ph, pw = m.input_size or (math.ceil(h / 32) * 32, math.ceil(w / 32) * 32)
+        ph, pw = m.input_size or (math.ceil(h / stride) * stride, math.ceil(w / stride) * stride)
         x = np.zeros((1, 3, ph, pw), dtype=np.float32)
         x[0, :, :h, :w] = crop
         if (ph, pw) not in anchor_cache:
@@ -204,7 +207,8 @@ def _variant_model(spec: dict, backend) -> tuple[float, dict]:
     reader = SceneReader(spec["scene"])
     windows = tile_windows(reader.height, reader.width, spec["tile"], spec["overlap"])
     reader.close()
-    in_h, in_w = input_size(backend.meta.input_size, windows, spec["tile"])
+    in_h, in_w = input_size(backend.meta.input_size, windows, spec["tile"],
+                            stride=backend.meta.anchors.max_stride)
     n = spec.get("tiles") or len(windows)
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (spec["batch"], 3, in_h, in_w), dtype=np.uint8)  # pre-made, no I/O
@@ -233,10 +237,11 @@ def _sahi_model(backend, spec: dict, batched: bool):
     cfg = PostprocessConfig(score_thr=spec["score"], pre_nms_topk=m.post.pre_nms_topk, nms_iou=m.post.nms_iou,
                             max_dets=m.post.max_dets)
     anchor_cache: dict[tuple[int, int], torch.Tensor] = {}
+    stride = m.anchors.max_stride
 
     def predict(images: list[np.ndarray]) -> list[dict]:
         hs, ws = [i.shape[0] for i in images], [i.shape[1] for i in images]
-        ph, pw = m.input_size or (math.ceil(max(hs) / 32) * 32, math.ceil(max(ws) / 32) * 32)
+        ph, pw = m.input_size or (math.ceil(max(hs) / stride) * stride, math.ceil(max(ws) / stride) * stride)
         x = np.zeros((len(images), 3, ph, pw), dtype=np.uint8)
         for k, img in enumerate(images):
             x[k, :, : img.shape[0], : img.shape[1]] = img.transpose(2, 0, 1)
@@ -325,8 +330,9 @@ def _variant_scale(spec: dict, backend) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory(prefix="adla-scale-out-") as out:
         writer = SceneWriter(out, "scene", class_names=list(backend.meta.class_names), info=scene.info)
         r = infer_reader(scene, backend, _options(spec), progress=False, sink=writer)
-    return time.perf_counter() - t, {"tiles": r.tiles, "tiles_run": r.tiles_run, "detections": r.detections,
-                                     "phases": r.phases, "pending_peak": r.pending_peak}
+    return time.perf_counter() - t, {"tiles": r.tiles, "tiles_run": r.tiles_run,
+                                     "detections": r.num_detections, "phases": r.phases,
+                                     "pending_peak": r.pending_peak}
 
 
 VARIANTS = {"runtime": _variant_runtime, "one-tile": _variant_one_tile, "model": _variant_model,
@@ -335,7 +341,8 @@ VARIANTS = {"runtime": _variant_runtime, "one-tile": _variant_one_tile, "model":
 
 
 def _warm_up(spec: dict, backend) -> None:
-    size = backend.meta.input_size or (math.ceil(spec["tile"] / 32) * 32,) * 2
+    stride = backend.meta.anchors.max_stride
+    size = backend.meta.input_size or (math.ceil(spec["tile"] / stride) * stride,) * 2
     backend(np.zeros((1, 3, *size), dtype=np.uint8))
 
 
@@ -382,14 +389,7 @@ def _spawn(spec: dict) -> dict:
     return spawn_child("adla.runtime.bench", spec, f"benchmark variant {spec['variant']!r}")
 
 
-# -- parent: tables ----------------------------------------------------------------------------------
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
+# -- parent: tables (adla.tables.format_table) -------------------------------------------------------
 def _scene_size(path: str) -> tuple[int, int]:
     from adla.runtime.readers import SceneReader
 
@@ -415,7 +415,7 @@ def _bench_variants(args: argparse.Namespace, model: str, base: dict) -> None:
         t = statistics.median(r["seconds"])
         rows.append((name, f"{t:.2f}", str(r["tiles_run"]), f"{r['tiles_run'] / t:.2f}", str(r["detections"]),
                      f"{r['peak_mb']:.0f}", f"{r['growth_mb']:.0f}"))
-    print(_table(rows))
+    print(format_table(rows))
     med = {k: statistics.median(v["seconds"]) for k, v in results.items()}
     if "runtime" in med and "one-tile" in med:
         print(f"speed-up (one-tile / runtime): {med['one-tile'] / med['runtime']:.2f}x")
@@ -434,7 +434,7 @@ def _bench_compare(args: argparse.Namespace, models: list[str], base: dict) -> N
     rows = [("model", "median time (s)", "min", "max")]
     for name, t in zip(models, (a, b)):
         rows.append((Path(name).name, f"{statistics.median(t):.3f}", f"{min(t):.3f}", f"{max(t):.3f}"))
-    print(_table(rows))
+    print(format_table(rows))
     print(f"latency ratio {Path(models[1]).name} / {Path(models[0]).name}: {statistics.median(b) / statistics.median(a):.3f}"
           f" (per interleaved pair: {min(ratios):.3f} .. {max(ratios):.3f}, {runs} runs)")
 
@@ -482,7 +482,7 @@ def _bench_scale(args: argparse.Namespace, model: str, base: dict) -> None:
         rows.append((f"{width}x{height}", f"{width * height / 1e6:.0f} M", str(r["tiles_run"]), f"{t:.1f}",
                      f"{r['tiles_run'] / t:.1f}", f"{r['phases']['merge']:.1f}", f"{r['phases']['write']:.1f}",
                      str(r["detections"]), str(r["pending_peak"]), f"{r['peak_mb']:.0f}"))
-    print(_table(rows))
+    print(format_table(rows))
     if args.stub_model:
         print("model: a dense random stand-in (--stub-model); the figures are for reads, decode, merge and writing")
 
@@ -504,7 +504,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.ray:
         from adla.runtime.bench_ray import run_bench_ray
 
-        run_bench_ray(args, models[0], _table)
+        run_bench_ray(args, models[0])
         return 0
     width, height = _scene_size(args.scene)
     print(f"scene {Path(args.scene).name}: {width} x {height} px, tile {args.tile}, overlap {args.overlap}, "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from adla.errors import AdlaError
 from adla.runtime.bench import maxrss_mb, spawn_child
+from adla.tables import format_table
 
 if TYPE_CHECKING:
     import torch
@@ -148,7 +149,6 @@ def _whole(out: dict, objects: dict, seam: torch.Tensor, iou: float = 0.7) -> fl
 
 def run_merge_quality(args: argparse.Namespace) -> int:
     """Seam pieces left by each merge on the same synthetic tiled detections (objects cut by tile borders)."""
-    from adla.runtime.bench import _table
     from adla.runtime.merge import TileGrid, cat_detections, merge_tiles, seam_leftovers
 
     n = parse_count(args.boxes.split(",")[0])
@@ -174,7 +174,7 @@ def run_merge_quality(args: argparse.Namespace) -> int:
                      f"{100 * _whole(out, objects, seam):.1f} %"))
     print(f"{len(dets['scores'])} detections of {len(objects['labels'])} synthetic objects ({int(seam.sum())} on "
           f"seams), {len(windows)} tiles of {args.tile} px, overlap {args.overlap}")
-    print(_table(rows))
+    print(format_table(rows))
     print("seam pairs: pairs of output boxes of one class, both meeting 2+ tile windows, with intersection >= 0.5 "
           "of the smaller box but IoU < 0.5 (pieces NMS leaves); found whole: an output box with IoU >= 0.7")
     return 0
@@ -194,8 +194,6 @@ def add_merge_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench_merge(args: argparse.Namespace) -> int:
-    from adla.runtime.bench import _table
-
     if args.quality:
         return run_merge_quality(args)
     sizes = [parse_count(s) for s in args.boxes.split(",") if s.strip()]
@@ -220,7 +218,7 @@ def run_bench_merge(args: argparse.Namespace) -> int:
             rows.append((str(r["boxes_in"]), str(r["tiles"]), method, f"{r['seconds']:.3f}",
                          f"{r['boxes_in'] / max(r['seconds'], 1e-9):,.0f}", f"{r['growth_mb']:.0f}",
                          str(r["pending_peak"]) if method != "global" else "-", str(r["boxes_out"]), same))
-    print(_table(rows))
+    print(format_table(rows))
     if skipped:
         print(f"global NMS skipped at {', '.join(map(str, skipped))} boxes (over --global-max {args.global_max}: "
               "torchvision's NMS over the whole scene would take minutes)")

@@ -17,6 +17,7 @@ import time
 
 from adla.errors import AdlaError
 from adla.runtime.options import TileOptions
+from adla.tables import format_table
 
 
 def _timed(fn, runs: int) -> tuple[float, list]:
@@ -32,7 +33,7 @@ def _timed(fn, runs: int) -> tuple[float, list]:
     return statistics.median(times), results
 
 
-def run_bench_ray(args: argparse.Namespace, model: str, table) -> None:
+def run_bench_ray(args: argparse.Namespace, model: str) -> None:
     from adla.runtime.pipeline import infer_scenes
     from adla.runtime.ray_infer import infer_scenes_ray, require_ray
 
@@ -62,6 +63,6 @@ def run_bench_ray(args: argparse.Namespace, model: str, table) -> None:
         cpus = ray.cluster_resources().get("CPU", 0)
     finally:
         ray.shutdown()
-    print(table(rows))
+    print(format_table(rows))
     print(f"ray start (local instance, once): {t_start:.1f} s; cluster CPUs {cpus:g}; each ray run includes "
           "starting its actors (import torch, load the model)")

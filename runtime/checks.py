@@ -8,6 +8,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from adla.anchors import DEFAULT_MAX_STRIDE
 from adla.checks import check_device, check_writable_dir
 from adla.errors import AdlaError
 
@@ -62,8 +63,9 @@ def check_infer_args(args: argparse.Namespace) -> TileOptions:
     The tile side defaults to the model's fixed input size, else 800; a warning is printed when a
     fixed-size model is given a smaller tile. ``--score`` not given: the model's own threshold.
     """
-    if args.tile is not None and args.tile < 32:
-        raise AdlaError(f"--tile must be at least 32, got {args.tile}")
+    # before the model is read: the smallest tile is the default anchors' largest stride (adla.anchors)
+    if args.tile is not None and args.tile < DEFAULT_MAX_STRIDE:
+        raise AdlaError(f"--tile must be at least {DEFAULT_MAX_STRIDE}, got {args.tile}")
     TileOptions(overlap=args.overlap, batch=args.batch, workers=args.workers, score_thr=args.score)  # ranges
     check_device(args.device)
     if getattr(args, "ray", None) is not None:

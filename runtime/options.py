@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from adla.anchors import DEFAULT_MAX_STRIDE
 from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig
 
@@ -33,8 +34,9 @@ class TileOptions:
     bands: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.tile < 32:
-            raise AdlaError(f"--tile must be at least 32, got {self.tile}")
+        # no model at hand here: the smallest tile is the default anchors' largest stride (adla.anchors)
+        if self.tile < DEFAULT_MAX_STRIDE:
+            raise AdlaError(f"--tile must be at least {DEFAULT_MAX_STRIDE}, got {self.tile}")
         if not 0 <= self.overlap < 1:
             raise AdlaError(f"--overlap is a fraction of the tile in [0, 1), got {self.overlap}")
         if self.batch < 1 or self.workers < 1:

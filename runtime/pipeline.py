@@ -30,6 +30,7 @@ from adla.runtime.options import DEFAULT_OPTIONS, TileOptions
 from adla.runtime.readers import SceneInfo, SceneReader
 from adla.runtime.tiling import parse_shard, shard, tile_windows
 from adla.runtime.writers import PREVIEW_SCORE, SceneWriter
+from adla.tables import format_table
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".png", ".jpg", ".jpeg")
 
@@ -57,7 +58,8 @@ class SceneResult:
     skipped: bool = False  # --resume: outputs already there
 
     @property
-    def detections(self) -> int:
+    def num_detections(self) -> int:
+        """Detections of the scene: ``count`` (streamed runs) or the rows of ``boxes`` (in-memory runs)."""
         return max(self.count, int(self.boxes.shape[0]))
 
     @property
@@ -81,8 +83,9 @@ def class_filter(classes: tuple[str, ...] | list[str] | None, names: tuple[str, 
 
 
 def input_size(fixed: tuple[int, int] | None, windows: list[tuple[int, int, int, int]],
-               tile: int) -> tuple[int, int]:
-    """(H, W) of the model input: the graph's ``fixed`` size, or the largest window rounded up to 32."""
+               tile: int, stride: int) -> tuple[int, int]:
+    """(H, W) of the model input: the graph's ``fixed`` size, or the largest window rounded up to a multiple
+    of ``stride``, the model's largest (``meta.anchors.max_stride``)."""
     if fixed is not None:
         if max(y1 - y0 for _, y0, _, y1 in windows) > fixed[0] or max(x1 - x0 for x0, _, x1, _ in windows) > fixed[1]:
             raise AdlaError(f"tile {tile} is larger than the model's fixed input size {fixed[0]}x{fixed[1]}; "
@@ -90,7 +93,7 @@ def input_size(fixed: tuple[int, int] | None, windows: list[tuple[int, int, int,
         return fixed
     h = max(y1 - y0 for _, y0, _, y1 in windows)
     w = max(x1 - x0 for x0, _, x1, _ in windows)
-    return math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
+    return math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
 
 
 class _TileReader:
@@ -210,7 +213,7 @@ def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions = D
     batch = options.batch
     height, width = reader.height, reader.width
     windows = tile_windows(height, width, options.tile, options.overlap)
-    in_h, in_w = input_size(meta.input_size, windows, options.tile)
+    in_h, in_w = input_size(meta.input_size, windows, options.tile, stride=meta.anchors.max_stride)
     anchors = generate_anchors(meta.anchors, in_h, in_w, device=backend.device)
     cfg = options.post_config(meta.post)
     keep_labels = class_filter(options.classes, meta.class_names)
@@ -355,10 +358,8 @@ def summary_table(results: list[SceneResult], footer: str = PIPELINE_FOOTER) -> 
         else:
             ph = "/".join(f"{r.phases.get(k, 0.0):.1f}" for k in Phases.NAMES)
             rows.append((r.path.name, f"{r.width}x{r.height}", f"{r.tiles} ({r.tiles_run} run)",
-                         f"{r.tiles_per_s:.1f}", str(r.detections), f"{r.seconds:.2f}", ph, "ok"))
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+                         f"{r.tiles_per_s:.1f}", str(r.num_detections), f"{r.seconds:.2f}", ph, "ok"))
+    lines = [format_table(rows)]
     failed = [r for r in results if r.error]
     if failed:
         lines.append(f"{len(failed)} of {len(results)} scenes failed:")

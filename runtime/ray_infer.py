@@ -255,7 +255,7 @@ def _open_scenes(plan, out_dir, options: TileOptions, meta) -> tuple[list[_Scene
             finally:
                 reader.close()
             windows = tile_windows(height, width, options.tile, options.overlap)
-            in_h, in_w = input_size(meta.input_size, windows, options.tile)
+            in_h, in_w = input_size(meta.input_size, windows, options.tile, stride=meta.anchors.max_stride)
         except Exception as exc:  # noqa: BLE001 - the scene fails, the others run
             runs.append(failed_scene(path, exc))
             continue

@@ -8,19 +8,14 @@ import pytest
 import torch
 
 from adla.checkpoint import save_checkpoint
-from adla.config import load_config
+from adla.config import load_config, small_model_overrides
 from adla.model import build_detector
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-TINY_OVERRIDES = [
-    "model.backbone=resnet18",
-    "model.norm=bn",
-    "model.num_classes=3",
-    "model.fpn_channels=32",
-    "model.head_channels=32",
-    "model.head_convs=2",
-]
+# The small CPU model (adla.config.small_model_overrides) at half its FPN and head width: the tests build
+# and train many detectors on a couple of shared CPU cores, and 32 channels keep each one quick.
+TINY_OVERRIDES = small_model_overrides(fpn_channels=32, head_channels=32)
 
 
 def shared_data(name: str) -> Path:

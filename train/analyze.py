@@ -21,8 +21,10 @@ from adla.anchors import AnchorSpec, generate_anchors
 from adla.data.coco import load_coco_json
 from adla.errors import AdlaError
 from adla.io import atomic_path, write_json
+from adla.metrics import SIZE_BUCKETS
+from adla.tables import format_table
 from adla.train.assigners import ASSIGNERS, build_assigner
-from adla.train.loss import SIZE_BUCKETS, bucket_of
+from adla.train.loss import bucket_of
 
 DEFAULT_ASSIGNERS = ("maxiou", "adla", "atss", "nwd", "rfla")
 BUCKETS = [name for name, _, _ in SIZE_BUCKETS]
@@ -67,19 +69,21 @@ def analyze_assignment(
     assigner_specs: dict[str, tuple[str, dict]] | None = None,
     anchor_spec: AnchorSpec | None = None,
     max_images: int | None = None,
-    size_divisor: int = 32,
+    size_divisor: int | None = None,
     show_progress: bool = True,
 ) -> dict:
     """Positives per GT and the share of GTs with no positive, per AI-TOD size bucket, per assigner.
 
     ``assigner_specs``: {label: (name in ``ASSIGNERS``, params)}; default maxiou, adla, atss, nwd, rfla
-    with their defaults; ``anchor_spec``: default ``AnchorSpec()`` (the paper's sub-size anchors). Sizes are
+    with their defaults; ``anchor_spec``: default ``AnchorSpec()`` (the paper's sub-size anchors);
+    ``size_divisor``: images are padded to its multiples, default the spec's largest stride. Sizes are
     sqrt(w*h): very tiny < 8 px, tiny 8-16, small 16-32, medium >= 32. Every
     assigner runs with ``pred_boxes=None`` and ``progress=0`` (see the module docstring).
     Returns a JSON-ready dict (means are None for an empty bucket).
     """
     ann_file = Path(ann_file)
     anchor_spec = anchor_spec or AnchorSpec()
+    size_divisor = anchor_spec.max_stride if size_divisor is None else size_divisor
     data = load_coco_json(ann_file)
     specs = assigner_specs or {name: (name, {}) for name in DEFAULT_ASSIGNERS}
     assigners = {label: build_assigner(name, params) for label, (name, params) in specs.items()}
@@ -146,20 +150,16 @@ def format_analysis_table(result: dict) -> str:
     """Two plain tables: mean positives per GT, and the share of GTs without a positive (%)."""
     cols = [*BUCKETS, "all"]
     counts = [*(result["gts_per_bucket"][b] for b in BUCKETS), result["num_gts"]]
-    labels = list(result["assigners"])
-    w0 = max(12, *(len(label) for label in labels))
-    head = f"{'':<{w0}}" + "".join(f"{f'{c} ({n})':>18}" for c, n in zip(cols, counts))
+    head = ["", *(f"{c} ({n})" for c, n in zip(cols, counts))]
     lines = [f"{result['num_gts']} GTs in {result['num_images']} images of {result['ann_file']}",
              f"setting: {result['setting']}"]
     for title, key, scale, fmt in (("mean positives per GT", "mean_pos", 1.0, "{:.2f}"),
                                    ("GTs with no positive (%)", "zero_pos_share", 100.0, "{:.1f}")):
-        lines += ["", title, head]
-        for label in labels:
-            cells = []
-            for c in cols:
-                v = result["assigners"][label]["buckets"][c][key]
-                cells.append(f"{'-' if v is None else fmt.format(v * scale):>18}")
-            lines.append(f"{label:<{w0}}" + "".join(cells))
+        rows = [head]
+        for label, res in result["assigners"].items():
+            values = [res["buckets"][c][key] for c in cols]
+            rows.append([label, *("-" if v is None else fmt.format(v * scale) for v in values)])
+        lines += ["", title, format_table(rows, align="lr", rule=False)]
     return "\n".join(lines)
 
 

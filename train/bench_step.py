@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import statistics
-import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from adla.anchors import generate_anchors
-from adla.config import RunConfig, load_config
+from adla.config import RunConfig, load_config, small_model_overrides
 from adla.model import build_detector
+from adla.tables import format_table
+from adla.timing import time_interleaved
 from adla.train.assigners import build_assigner
 from adla.train.distributed import pick_device
 from adla.train.loss import DetectionLoss
-
-# The small CPU model of the demo and the tests' default benchmark.
-SMALL_MODEL = ["model.backbone=resnet18", "model.norm=bn", "model.num_classes=3",
-               "model.fpn_channels=64", "model.head_channels=64", "model.head_convs=2"]
 
 ASSIGNER_SPECS = {"maxiou": ("maxiou", {}), "adla": ("adla", {})}
 
@@ -45,7 +43,8 @@ def bench_train_step(*, config: str | None = None, size: int = 512, batch: int =
     (batch / median step) and the peak GPU memory of that assigner's steps (None on the CPU): torch's
     max allocated, which counts both assigners' models and optimiser states (``adla train`` holds one).
     """
-    cfg: RunConfig = load_config(config, [] if config else SMALL_MODEL)
+    # without a config: the small CPU model of the demo (adla.config.small_model_overrides)
+    cfg: RunConfig = load_config(config, [] if config else small_model_overrides())
     dev = pick_device(device)
     use_amp = amp and dev.type == "cuda"
     images, targets = _batch(size, batch, objects, cfg.model.num_classes)
@@ -66,37 +65,35 @@ def bench_train_step(*, config: str | None = None, size: int = 512, batch: int =
     del base
     clip = cfg.optim.grad_clip if use_amp else None
 
-    def step(name: str) -> tuple[float, float]:
-        model, opt, loss, scaler = runs[name]
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(dev)
-        t0 = time.perf_counter()
-        with torch.autocast(dev.type, enabled=use_amp):
-            cls, box = model(images)
-        losses, _, npos = loss(cls, box, targets, anchors, progress, counts)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        if clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        scaler.step(opt)
-        scaler.update()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0, float(npos)
-
-    times: dict[str, list[float]] = {n: [] for n in runs}
     pos: dict[str, float] = {}
     peak: dict[str, float | None] = {n: None for n in runs}
-    for i in range(warmup + steps):
-        for name in runs:  # interleaved, so machine noise hits both alike
-            dt, npos = step(name)
+
+    def step(name: str) -> Callable[[], None]:
+        """One training step of ``name`` (its positives and, on CUDA, the peak memory noted)."""
+        model, opt, loss, scaler = runs[name]
+
+        def run() -> None:
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            with torch.autocast(dev.type, enabled=use_amp):
+                cls, box = model(images)
+            losses, _, npos = loss(cls, box, targets, anchors, progress, counts)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()
+            if clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            scaler.step(opt)
+            scaler.update()
+            pos[name] = float(npos)
             if dev.type == "cuda":
                 peak[name] = max(peak[name] or 0.0, torch.cuda.max_memory_allocated(dev) / 2**20)
-            if i >= warmup:
-                times[name].append(dt)
-                pos[name] = npos
+        return run
+
+    # interleaved in a fixed order (maxiou, adla, maxiou, ...), so machine noise hits both alike
+    sync = torch.cuda.synchronize if dev.type == "cuda" else None
+    timed = time_interleaved([step(n) for n in runs], warmup=warmup, runs=steps, sync=sync, alternate=False)
+    times = dict(zip(runs, timed))
     rows = []
     for name, ts in times.items():
         q = statistics.quantiles(ts, n=10) if len(ts) >= 2 else [ts[0]] * 9
@@ -115,13 +112,12 @@ def format_step_table(res: dict) -> str:
     head = (f"train step on {res['device']}{' (AMP)' if res.get('amp') else ''}: {res['model']}, batch "
             f"{res['batch']} x {res['size']}^2 px, {res['objects_per_image']} GTs/image, {res['anchors']} anchors, "
             f"progress {res['progress']}, {res['steps']} timed steps each")
-    cols = (f"{'assigner':<10} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} {'positives':>10} {'images/s':>9} "
-            f"{'peak GPU MB':>12}")
-    lines = [head, cols]
+    rows = [("assigner", "median ms", "p10 ms", "p90 ms", "positives", "images/s", "peak GPU MB")]
     for r in res["rows"]:
         peak = "n/a" if r.get("peak_mb") is None else f"{r['peak_mb']:.0f}"
-        lines.append(f"{r['assigner']:<10} {r['median_ms']:>10.1f} {r['p10_ms']:>9.1f} {r['p90_ms']:>9.1f} "
-                     f"{r['positives']:>10.0f} {r['images_per_s']:>9.2f} {peak:>12}")
+        rows.append((r["assigner"], f"{r['median_ms']:.1f}", f"{r['p10_ms']:.1f}", f"{r['p90_ms']:.1f}",
+                     f"{r['positives']:.0f}", f"{r['images_per_s']:.2f}", peak))
+    lines = [head, format_table(rows, align="lr", rule=False)]
     if any(r.get("peak_mb") is not None for r in res["rows"]):
         lines.append("peak GPU MB: max allocated during that assigner's steps, both models and optimisers resident")
     verdict = "within" if res["ratio_adla_over_maxiou"] <= 1.05 else "OVER"

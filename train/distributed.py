@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from adla.checks import check_device
+from adla.checks import resolve_device
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,13 @@ class DistInfo:
 
 
 def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """The torch device of ``device`` (auto, cpu, cuda, cuda:N); AdlaError when CUDA is asked but absent."""
-    check_device(device)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
+    """The torch device of ``device`` (auto, cpu, cuda, cuda:N; ``adla.checks.resolve_device``), and
+    under torchrun each rank's own GPU: plain ``cuda`` (or auto on a GPU machine) is ``cuda:local_rank``.
+    AdlaError when CUDA is asked but absent."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None:
         return torch.device("cuda", local_rank)
-    return torch.device(device)
+    return dev
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

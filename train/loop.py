@@ -37,10 +37,11 @@ from adla.data.coco import CocoDetection, collate
 from adla.data.verify import check_has_boxes, check_image_headers
 from adla.errors import AdlaError
 from adla.io import write_json, write_text
+from adla.metrics import SIZE_BUCKETS
 from adla.model import build_detector
 from adla.train.assigners import build_assigner
 from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
-from adla.train.loss import SIZE_BUCKETS, AssignStats, DetectionLoss
+from adla.train.loss import AssignStats, DetectionLoss
 from adla.train.schedule import EpochSampler, WeightEMA, lr_factor
 
 

@@ -14,9 +14,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from adla.boxes import decode, encode
-
-# AI-TOD size buckets on sqrt(w*h) in pixels: very tiny, tiny, small, medium.
-SIZE_BUCKETS = (("very_tiny", 0.0, 8.0), ("tiny", 8.0, 16.0), ("small", 16.0, 32.0), ("medium", 32.0, 1e9))
+from adla.metrics import SIZE_BUCKETS  # the AI-TOD size buckets on sqrt(w*h): very tiny, tiny, small, medium
 
 
 @dataclass
@@ -29,7 +27,8 @@ class AssignStats:
 
     @classmethod
     def zeros(cls) -> AssignStats:
-        return cls(torch.zeros(4), torch.zeros(4), torch.zeros(4))
+        n = len(SIZE_BUCKETS)
+        return cls(torch.zeros(n), torch.zeros(n), torch.zeros(n))
 
     def add(self, other: AssignStats) -> None:
         self.gts += other.gts
@@ -62,9 +61,10 @@ def assign_stats(matched_gt: torch.Tensor, gt_boxes: torch.Tensor) -> AssignStat
     pos = matched_gt[matched_gt >= 0]
     counts = torch.bincount(pos, minlength=g).float().cpu()
     buckets = bucket_of(gt_boxes).cpu()
-    gts = torch.bincount(buckets, minlength=4).float()
-    positives = torch.zeros(4).index_add_(0, buckets, counts)
-    zero_pos = torch.zeros(4).index_add_(0, buckets, (counts == 0).float())
+    n = len(SIZE_BUCKETS)
+    gts = torch.bincount(buckets, minlength=n).float()
+    positives = torch.zeros(n).index_add_(0, buckets, counts)
+    zero_pos = torch.zeros(n).index_add_(0, buckets, (counts == 0).float())
     return AssignStats(gts, positives, zero_pos)
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from adla.anchors import DEFAULT_MAX_STRIDE
 from adla.data.augment import AugmentOptions, augment
 from adla.errors import AdlaError
 from adla.io import read_json
@@ -225,9 +226,10 @@ class CocoDetection(torch.utils.data.Dataset):
         return image, target
 
 
-def collate(batch: list[tuple[torch.Tensor, dict]], size_divisor: int = 32
+def collate(batch: list[tuple[torch.Tensor, dict]], size_divisor: int = DEFAULT_MAX_STRIDE
             ) -> tuple[torch.Tensor, list[dict]]:
-    """Stack images zero-padded at the bottom/right to a common multiple of ``size_divisor``.
+    """Stack images zero-padded at the bottom/right to a common multiple of ``size_divisor`` (the model's
+    largest stride: ``AnchorSpec.max_stride``; by default the default anchors').
 
     Returns (images [B,3,Hmax,Wmax] float32, targets list); boxes stay in original pixel coordinates.
     """

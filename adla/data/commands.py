@@ -77,9 +77,8 @@ def _synth(args: argparse.Namespace) -> int:
                                  seed=args.seed, split_name=split, num_objects=args.objects)
         ds = CocoDetection(ann, args.out)
         rows.append((split, str(len(ds)), str(ds.num_boxes), str(ann)))
-    header = ("split", "images", "boxes", "json")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    for r in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    from adla.tables import format_table
+
+    print(format_table([("split", "images", "boxes", "json"), *rows]))
     print(f"images under {args.out}; train with --images {args.out}")
     return 0

@@ -25,6 +25,7 @@ from PIL import Image
 
 from adla.errors import AdlaError
 from adla.io import atomic_path, write_json
+from adla.tables import format_table
 
 FORMATS = ("dota", "yolo", "yolo-obb", "airbus-csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -364,8 +365,7 @@ def format_summary(summary: dict) -> str:
     rows.append(("median size (px)", f"{summary['median_size_px']:.1f}"))
     rows += [(f"dropped: {k}", str(v)) for k, v in sorted(summary["dropped"].items())]
     rows += [("json", summary["out_json"]), ("images in", summary["image_dir"])]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    lines = [format_table(rows, rule=False)]  # no header: a column of names and one of values
     if summary["problems"]:
         lines.append(f"malformed lines ({summary['num_problems']}, first {len(summary['problems'])}):")
         lines += [f"  {p}" for p in summary["problems"]]

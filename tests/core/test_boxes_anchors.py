@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from adla.anchors import AnchorSpec, anchor_levels, base_anchors, generate_anchors
+from adla.anchors import DEFAULT_MAX_STRIDE, AnchorSpec, anchor_levels, base_anchors, generate_anchors
 from adla.boxes import decode, encode
 
 
@@ -44,6 +44,11 @@ def test_generate_anchors_count_order_and_levels():
     assert spec.level_counts(64, 96) == [96 * 9, 24 * 9, 6 * 9]
     lv = anchor_levels(spec, 64, 96)
     assert lv.tolist().count(0) == 96 * 9 and lv.tolist().count(2) == 6 * 9
+
+
+def test_max_stride_comes_from_the_strides():
+    assert AnchorSpec().max_stride == DEFAULT_MAX_STRIDE == 32
+    assert AnchorSpec(sizes=(16.0, 32.0, 64.0, 128.0), strides=(8, 16, 32, 64)).max_stride == 64
 
 
 def test_pairwise_and_paired_iou_and_aspect_ratios():

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from adla.config import load_config
+from adla.config import load_config, small_model_overrides
+from adla.errors import AdlaError
 from adla.train.assigners import AdaptiveDynamicAssigner, build_assigner
 
-CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
-                 if not p.name.startswith("_"))
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("_"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -33,3 +34,18 @@ def test_all_paper_settings_are_shipped():
         assert {f"aitod_retinanet_r{bb}_maxiou", f"aitod_retinanet_r{bb}_adla"} <= names
     assert {"aitod_retinanet_r50_atss", "aitod_retinanet_r50_nwd", "aitod_retinanet_r50_rfla"} <= names
     assert len(CONFIGS) == 14
+
+
+def test_cpu_small_configs_are_the_one_small_model():
+    small = load_config(overrides=small_model_overrides()).model
+    assert (small.backbone, small.norm, small.num_classes, small.fpn_channels, small.head_channels,
+            small.head_convs) == ("resnet18", "bn", 3, 64, 64, 2)
+    for name in ("cpu_small_maxiou", "cpu_small_adla"):
+        assert load_config(CONFIG_DIR / f"{name}.yaml").model == small
+
+
+def test_small_model_overrides_replace_by_field_name():
+    narrow = load_config(overrides=small_model_overrides(fpn_channels=32, head_channels=32)).model
+    assert (narrow.backbone, narrow.fpn_channels, narrow.head_channels, narrow.head_convs) == ("resnet18", 32, 32, 2)
+    with pytest.raises(AdlaError, match="unknown model field"):
+        small_model_overrides(head_width=32)

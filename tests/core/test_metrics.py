@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adla.errors import AdlaError
-from adla.metrics import AITOD_RANGES, evaluate_detections, format_metrics_table, load_results
+from adla.metrics import AITOD_RANGES, SIZE_BUCKETS, evaluate_detections, format_metrics_table, load_results
 
 
 def _gt(boxes_per_image: list[list[tuple[float, float, float, float, int]]]) -> dict:
@@ -125,6 +125,12 @@ def test_matches_pycocotools_with_aitod_params(seed):
     for key, value in expected.items():
         assert ours[key] == pytest.approx(value, abs=1e-6), key
     assert ours["per_class_AP50"]["car"] == pytest.approx(mean(p[0, :, 0, 0, 2]), abs=1e-6)
+
+
+def test_one_size_bucket_table_gives_the_scorer_ranges():
+    assert [name for name, _, _ in SIZE_BUCKETS] == ["very_tiny", "tiny", "small", "medium"]
+    assert AITOD_RANGES == {"verytiny": [0.0, 8.0**2], "tiny": [8.0**2, 16.0**2], "small": [16.0**2, 32.0**2],
+                            "medium": [32.0**2, 1e5**2]}
 
 
 def test_format_metrics_table_side_by_side():

@@ -14,7 +14,7 @@ from adla.errors import AdlaError
 from adla.runtime import commands
 from adla.runtime.backends import load_backend
 from adla.runtime.options import TileOptions
-from adla.runtime.pipeline import infer_scene, infer_scenes
+from adla.runtime.pipeline import infer_scene, infer_scenes, input_size
 from adla.runtime.writers import geojson_dict
 
 OPTS = TileOptions(tile=128, overlap=0.2, score_thr=0.8)
@@ -22,8 +22,8 @@ OPTS = TileOptions(tile=128, overlap=0.2, score_thr=0.8)
 
 def assert_same_detections(a, b, atol: float = 1e-3) -> None:
     """Same boxes, labels and scores up to float noise (order may differ between near-equal scores)."""
-    assert a.detections > 0
-    assert a.detections == b.detections
+    assert a.num_detections > 0
+    assert a.num_detections == b.num_detections
     iou = box_iou(a.boxes, b.boxes)
     iou[a.labels[:, None] != b.labels[None]] = 0
     best, idx = iou.max(dim=1)
@@ -64,6 +64,15 @@ def test_torch_and_onnxruntime_agree(scene_png, base_result, torch_backend, det_
         infer_scene(scene_png, onnx_backend, replace(OPTS, tile=256), progress=False)
 
 
+def test_input_size_rounds_up_to_the_given_stride():
+    windows = [(0, 0, 100, 70), (100, 0, 130, 70)]  # x0, y0, x1, y1: the largest is 100 wide, 70 high
+    assert input_size(None, windows, 100, stride=32) == (96, 128)
+    assert input_size(None, windows, 100, stride=64) == (128, 128)
+    assert input_size((128, 128), windows, 100, stride=64) == (128, 128)
+    with pytest.raises(AdlaError, match="larger than the model's fixed input size"):
+        input_size((64, 64), windows, 100, stride=32)
+
+
 def test_geojson_coordinates_by_hand():
     from rasterio.crs import CRS
     from rasterio.transform import from_origin
@@ -84,12 +93,12 @@ def test_outputs_of_a_georeferenced_scene(geo_tif, det_ckpt, tmp_path, capsys):
     out = tmp_path / "out"
     (res,) = infer_scenes([geo_tif], det_ckpt, out, replace(OPTS, merge_cut=True), device="cpu", preview_size=200,
                           progress=False)
-    assert res.error is None and res.detections > 0
+    assert res.error is None and res.num_detections > 0
     assert "geo.tif" in capsys.readouterr().out  # the summary table
     coco = json.loads((out / "geo.coco.json").read_text())
     gj = json.loads((out / "geo.geojson").read_text())
     assert coco["images"] == [{"id": 1, "file_name": "geo.tif", "width": 264, "height": 200}]
-    assert len(coco["annotations"]) == len(gj["features"]) == res.detections
+    assert len(coco["annotations"]) == len(gj["features"]) == res.num_detections
     assert gj["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32632"
     for ann, feat in zip(coco["annotations"], gj["features"]):
         x, y, w, h = ann["bbox"]
@@ -125,10 +134,10 @@ def test_corrupt_scene_is_reported_and_others_finish(scene_png, det_ckpt, tmp_pa
 def test_full_pass_and_class_filter(scene_png, torch_backend, base_result):
     base = base_result
     only = infer_scene(scene_png, torch_backend, replace(OPTS, classes=["class1"]), progress=False)
-    assert only.detections > 0 and set(only.labels.tolist()) == {1}
-    assert only.detections == int((base.labels == 1).sum())
+    assert only.num_detections > 0 and set(only.labels.tolist()) == {1}
+    assert only.num_detections == int((base.labels == 1).sum())
     full = infer_scene(scene_png, torch_backend, replace(OPTS, full_pass=True), progress=False)
-    assert full.detections >= 1
+    assert full.num_detections >= 1
     with pytest.raises(AdlaError, match="unknown class"):
         infer_scene(scene_png, torch_backend, replace(OPTS, classes=["boat"]), progress=False)
 

@@ -129,7 +129,7 @@ def test_resume_skips_finished_scenes(local_ray, scenes, det_ckpt, tmp_path):
     again = infer_scenes_ray(scenes, det_ckpt, tmp_path, opts, device="cpu", resume=True, print_summary=False,
                              progress=False)
     assert [r.skipped for r in again] == [True, True, False]
-    assert again[2].error is None and again[2].detections == first[2].detections
+    assert again[2].error is None and again[2].num_detections == first[2].num_detections
     assert (tmp_path / "scene.coco.json").stat().st_mtime_ns == stamp
 
 

@@ -28,8 +28,8 @@ def test_stub_model_drives_the_whole_pipeline(det_ckpt):
     backend = DenseStubBackend(load_backend(det_ckpt, "cpu"), per_tile=300, score=0.3)
     r = infer_reader(SyntheticScene(600, 400), backend, TileOptions(tile=128, overlap=0.2, batch=4, score_thr=0.3),
                      progress=False)
-    assert r.tiles == 24 and r.detections > 1000  # 6 columns x 4 rows of 128 px at step 103
-    assert 0 < r.pending_peak < r.detections
+    assert r.tiles == 24 and r.num_detections > 1000  # 6 columns x 4 rows of 128 px at step 103
+    assert 0 < r.pending_peak < r.num_detections
     assert set(r.phases) >= {"model", "decode", "merge", "write"}
 
 

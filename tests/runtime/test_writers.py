@@ -97,9 +97,9 @@ def test_failure_mid_scene_keeps_partial_and_resume_reruns_it(scene_png, det_ckp
     monkeypatch.setattr(SceneWriter, "write", real_write)
     (res,) = infer_scenes([scene_png], det_ckpt, out, OPTS, device="cpu", preview_size=0, print_summary=False,
                           resume=True, progress=False)
-    assert res.error is None and not res.skipped and res.detections > 0  # unfinished: run again
+    assert res.error is None and not res.skipped and res.num_detections > 0  # unfinished: run again
     coco = out / "scene.coco.json"
-    assert len(json.loads(coco.read_text())["annotations"]) == res.detections
+    assert len(json.loads(coco.read_text())["annotations"]) == res.num_detections
     assert not partial.exists()
     stamp = coco.stat().st_mtime_ns
     (res,) = infer_scenes([scene_png], det_ckpt, out, OPTS, device="cpu", preview_size=0, print_summary=False,

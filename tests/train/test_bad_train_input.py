@@ -7,15 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import TINY_OVERRIDES
 
 from adla.app.cli import main
 from adla.checkpoint import load_checkpoint
 from adla.data.synth import make_synth_dataset
 from adla.train.run_dir import prepare_run_dir
 
-SMALL = ["model.backbone=resnet18", "model.norm=bn", "model.num_classes=3", "model.fpn_channels=32",
-         "model.head_channels=32", "model.head_convs=2", "data.num_workers=0", "optim.epochs=1",
-         "data.batch_size=2", "optim.warmup_iters=1"]
+SMALL = [*TINY_OVERRIDES, "data.num_workers=0", "optim.epochs=1", "data.batch_size=2", "optim.warmup_iters=1"]
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_OVERRIDES
 
 from adla.checkpoint import load_checkpoint
 from adla.config import load_config
@@ -17,9 +18,8 @@ from adla.data.synth import make_synth_dataset
 from adla.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ["model.backbone=resnet18", "model.norm=bn", "model.num_classes=3", "model.fpn_channels=32",
-         "model.head_channels=32", "model.head_convs=2", "data.num_workers=0", "optim.warmup_iters=10",
-         "optim.grad_clip=10.0", "log_every=1"]
+SMALL = [*TINY_OVERRIDES, "data.num_workers=0", "optim.warmup_iters=10", "optim.grad_clip=10.0",
+         "log_every=1"]
 
 
 @pytest.fixture(scope="module")
