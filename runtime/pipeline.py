@@ -200,6 +200,86 @@ class _Collect:
         pass
 
 
+class _TiledScene:
+    """One scene's tiles through the model: slots of a batch buffer, per-tile decode, the cross-tile merge,
+    and final detections handed to ``sink`` as they become final."""
+
+    def __init__(self, reader: SceneReader, backend: Backend, options: TileOptions, sink, phases: Phases):
+        meta = backend.meta
+        self.backend, self.sink, self.phases = backend, sink, phases
+        self.windows = tile_windows(reader.height, reader.width, options.tile, options.overlap)
+        self.in_hw = input_size(meta.input_size, self.windows, options.tile, stride=meta.anchors.max_stride)
+        self.anchors = generate_anchors(meta.anchors, *self.in_hw, device=backend.device)
+        self.cfg = options.post_config(meta.post)
+        self.keep_labels = class_filter(options.classes, meta.class_names)
+        self.offsets = torch.tensor(self.windows, dtype=torch.float32)[:, :2].repeat(1, 2)  # [T,4] x0 y0 x0 y0
+        self.merger = LocalMerger(torch.tensor(self.windows), nms_iou=meta.post.nms_iou, merge_cut=options.merge_cut)
+        self.buf = np.zeros((options.batch, 3, *self.in_hw), dtype=np.uint8)
+        self.pending: list[int] = []  # window index of each filled slot of buf
+        self.tiles_run = 0
+        self.count = 0
+
+    def emit(self, dets: Detections) -> None:
+        if len(dets["scores"]):
+            self.count += len(dets["scores"])
+            with self.phases("write"):
+                self.sink.write(dets)
+
+    def filtered(self, det: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        det = {k: v.cpu() for k, v in det.items()}
+        if self.keep_labels is not None:
+            det = {k: v[torch.isin(det["labels"], self.keep_labels)] for k, v in det.items()}
+        return det
+
+    def full_pass(self, reader: SceneReader) -> None:
+        """The down-scaled whole-scene pass; first, as its boxes must be known before a tile box is final."""
+        det = self.filtered(_full_pass(reader, self.backend, self.in_hw, self.cfg, self.phases))
+        with self.phases("merge"):
+            self.merger.add_global(det["boxes"], det["scores"], det["labels"])
+
+    def add_tile(self, i: int, tile_img: np.ndarray | None) -> None:
+        """Tile ``i``'s pixels (None: no data, complete with no detections); runs the batch when full."""
+        if tile_img is None:
+            self.emit(self.merger.add(i, torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long)))
+            return
+        slot = len(self.pending)
+        h, w = tile_img.shape[1:]
+        if (h, w) != self.in_hw:
+            self.buf[slot] = 0
+        self.buf[slot, :, :h, :w] = tile_img
+        self.pending.append(i)
+        self.tiles_run += 1
+        if len(self.pending) == len(self.buf):
+            self.flush()
+
+    def flush(self) -> None:
+        """The model on the filled slots; their detections into the merge; what became final out."""
+        if not self.pending:
+            return
+        win = self.windows
+        sizes = [(win[i][3] - win[i][1], win[i][2] - win[i][0]) for i in self.pending]
+        dets = run_batch(self.backend, self.buf[: len(self.pending)], sizes, self.anchors, self.cfg, self.phases)
+        for i, d in zip(self.pending, dets):
+            d = self.filtered(d)
+            with self.phases("merge"):
+                final = self.merger.add(i, d["boxes"] + self.offsets[i], d["scores"], d["labels"])
+            self.emit(final)
+        self.pending.clear()
+        if self.merger.ready():
+            with self.phases("merge"):
+                final = self.merger.step()
+            self.emit(final)
+
+    def finish(self) -> None:
+        """The last batch, the rest of the merge, and the sink closed (the outputs written)."""
+        self.flush()
+        with self.phases("merge"):
+            final = self.merger.finish()
+        self.emit(final)
+        with self.phases("write"):
+            self.sink.close()
+
+
 def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions = DEFAULT_OPTIONS, *,
                  progress: bool = True, sink=None) -> SceneResult:
     """Tiled inference over an open ``SceneReader`` (see ``infer_scene``).
@@ -209,57 +289,13 @@ def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions = D
     """
     t0 = time.perf_counter()
     phases = Phases()
-    meta = backend.meta
-    batch = options.batch
-    height, width = reader.height, reader.width
-    windows = tile_windows(height, width, options.tile, options.overlap)
-    in_h, in_w = input_size(meta.input_size, windows, options.tile, stride=meta.anchors.max_stride)
-    anchors = generate_anchors(meta.anchors, in_h, in_w, device=backend.device)
-    cfg = options.post_config(meta.post)
-    keep_labels = class_filter(options.classes, meta.class_names)
-    offsets = torch.tensor(windows, dtype=torch.float32)[:, :2].repeat(1, 2)  # [T,4] (x0, y0, x0, y0)
     collect = sink is None
     sink = _Collect() if collect else sink
-    merger = LocalMerger(torch.tensor(windows), nms_iou=meta.post.nms_iou, merge_cut=options.merge_cut)
-    count = 0
-
-    def emit(dets: Detections) -> None:
-        nonlocal count
-        if len(dets["scores"]):
-            count += len(dets["scores"])
-            with phases("write"):
-                sink.write(dets)
-
-    def filtered(det: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        det = {k: v.cpu() for k, v in det.items()}
-        if keep_labels is not None:
-            det = {k: v[torch.isin(det["labels"], keep_labels)] for k, v in det.items()}
-        return det
-
-    if options.full_pass:  # first: its boxes must be known before a tile box can be called final
-        det = filtered(_full_pass(reader, backend, (in_h, in_w), cfg, phases))
-        with phases("merge"):
-            merger.add_global(det["boxes"], det["scores"], det["labels"])
-
-    buf = np.zeros((batch, 3, in_h, in_w), dtype=np.uint8)
-    pending: list[int] = []  # window index of each filled slot of buf
-    tiles_run = 0
-
-    def flush() -> None:
-        sizes = [(windows[i][3] - windows[i][1], windows[i][2] - windows[i][0]) for i in pending]
-        dets = run_batch(backend, buf[: len(pending)], sizes, anchors, cfg, phases)
-        for i, d in zip(pending, dets):
-            d = filtered(d)
-            with phases("merge"):
-                final = merger.add(i, d["boxes"] + offsets[i], d["scores"], d["labels"])
-            emit(final)
-        pending.clear()
-        if merger.ready():
-            with phases("merge"):
-                final = merger.step()
-            emit(final)
-
-    producer = _TileReader(reader, windows, options.workers, capacity=2 * batch + options.workers)
+    run = _TiledScene(reader, backend, options, sink, phases)
+    windows = run.windows
+    if options.full_pass:
+        run.full_pass(reader)
+    producer = _TileReader(reader, windows, options.workers, capacity=2 * options.batch + options.workers)
     # the bar's last step is the final merge and the writing of the outputs
     bar = tqdm(total=len(windows) + 1, unit="tile", desc=reader.path.name, disable=not progress, leave=False)
     try:
@@ -270,35 +306,19 @@ def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions = D
             if isinstance(tile_img, Exception):
                 raise AdlaError(f"cannot read window {windows[i]} ({tile_img.__class__.__name__}: {tile_img})",
                                 reader.path) from tile_img
-            if tile_img is None:  # no data: the tile is complete, with no detections
-                emit(merger.add(i, torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long)))
-                continue
-            slot = len(pending)
-            h, w = tile_img.shape[1:]
-            if h != in_h or w != in_w:
-                buf[slot] = 0
-            buf[slot, :, :h, :w] = tile_img
-            pending.append(i)
-            tiles_run += 1
-            if len(pending) == batch:
-                flush()
-        if pending:
-            flush()
+            run.add_tile(i, tile_img)
         producer.close()
         bar.set_description(f"{reader.path.name}: merge + write")
-        with phases("merge"):
-            final = merger.finish()
-        emit(final)
-        with phases("write"):
-            sink.close()
+        run.finish()
         bar.update(1)
     finally:
         producer.close()
         bar.close()
 
-    result = SceneResult(path=reader.path, width=width, height=height, tiles=len(windows), tiles_run=tiles_run,
-                         seconds=time.perf_counter() - t0, class_names=list(meta.class_names), info=reader.info,
-                         count=count, phases=dict(phases.seconds), pending_peak=merger.pending_peak)
+    result = SceneResult(path=reader.path, width=reader.width, height=reader.height, tiles=len(windows),
+                         tiles_run=run.tiles_run, seconds=time.perf_counter() - t0,
+                         class_names=list(backend.meta.class_names), info=reader.info, count=run.count,
+                         phases=dict(phases.seconds), pending_peak=run.merger.pending_peak)
     if collect:
         dets = cat_detections(sink.parts)
         order = dets["scores"].argsort(descending=True, stable=True)
