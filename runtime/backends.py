@@ -238,7 +238,8 @@ def read_model_meta(model_path: str | Path) -> ModelMeta:
         from adla.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
-        return ModelMeta(class_names=tuple(ckpt["class_names"]), anchors=ckpt["run_config"].model.anchors)
+        cfg = ckpt["run_config"]
+        return ModelMeta(class_names=tuple(ckpt["class_names"]), anchors=cfg.model.anchors, post=cfg.eval)
     from adla.export.onnx_export import read_metadata
 
     return ModelMeta.from_dict(read_metadata(path), path)
