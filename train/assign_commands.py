@@ -45,9 +45,10 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
     p = bench_subparsers.add_parser(
         "assign",
         help="time and peak memory of max-IoU, ADLA, NWD and RFLA at 800x800 (~118k anchors), tiny GTs",
-        description="Times the maxiou, adla, nwd and rfla assigners with their defaults (regressed boxes = "
-                    "jittered anchors, progress 0.7, so ADLA's dynamic IoU is active) on the anchors of an "
-                    "800x800 input and random tiny GTs, on CPU and on CUDA when present.",
+        description="Times the maxiou, adla, nwd and rfla assigners (or those of --assigners) with their "
+                    "defaults (regressed boxes = jittered anchors, progress 0.7, so ADLA's dynamic IoU is "
+                    "active) on the anchors of an 800x800 input and random tiny GTs, on CPU and on CUDA "
+                    "when present.",
     )
     p.add_argument("--gts", type=int, nargs="+", default=list(DEFAULT_BENCH_GTS), help="GT counts to run")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per cell (median reported)")
@@ -56,6 +57,9 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> None:
                    help="cpu, cuda, or all available (default)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--assigners", nargs="+", default=list(BENCH_ASSIGNERS), metavar="NAME",
+                   help="assigners to time, with their defaults (default: %(default)s); maxiou is always "
+                        "timed, first, as the base of the x columns")
     p.set_defaults(func=_bench)
 
 
@@ -247,9 +251,9 @@ def format_bench_table(res: dict) -> str:
         pos = "/".join(str(r[n + "_pos"]) for n in names)
         lines.append(f"{r['device'][:12]:<12} {r['gts']:>6}{cells} {r['dense_matrix_mb']:>8.0f}  {pos}")
     lines += [
-        (f"x = time / maxiou's; ratio = adla / maxiou (target <= {RATIO_TARGET}); nwd and rfla score "
-         "every anchor against every GT (their quality is never 0), target <= 3; AxG MB = one dense "
-         "float32 anchors x GTs matrix, for scale"),
+        (f"x = time / maxiou's; ratio = adla / maxiou (target <= {RATIO_TARGET}); nwd and rfla (never 0, "
+         "pruned exactly by centre distance) target <= 3; AxG MB = one dense float32 anchors x GTs "
+         "matrix, for scale"),
         f"peak MB: CPU = {res['memory_method']['cpu']}; CUDA = {res['memory_method']['cuda']}",
     ]
     return "\n".join(lines)
@@ -260,14 +264,19 @@ def _bench(args: argparse.Namespace) -> int:
 
     from adla.errors import AdlaError
     from adla.io import write_json
+    from adla.train.assigners import ASSIGNERS
 
     if args.repeats < 1 or any(n < 1 for n in args.gts) or args.size < 32:
         raise AdlaError("--repeats and --gts must be >= 1 and --size >= 32")
+    names = ["maxiou", *[n for n in dict.fromkeys(args.assigners) if n != "maxiou"]]
+    unknown = sorted(set(names) - set(ASSIGNERS))
+    if unknown:
+        raise AdlaError(f"--assigners: unknown {unknown}; known: {sorted(ASSIGNERS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise AdlaError("--device cuda: no CUDA device is available")
     devices = {"cpu": ["cpu"], "cuda": ["cuda"]}.get(args.device) or (
         ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    res = bench_assign(args.gts, args.repeats, args.size, devices, args.seed)
+    res = bench_assign(args.gts, args.repeats, args.size, devices, args.seed, names=names)
     print(format_bench_table(res))
     if args.json:
         write_json(args.json, res)

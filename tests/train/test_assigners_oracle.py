@@ -79,6 +79,9 @@ def test_maxiou_family_matches_reference(seed, name, params, quality):
     got = assigner.assign(anchors, gts)
     assert torch.equal(got.matched_gt, ref)
     assert (ref >= 0).any() and (ref == -1).any()
+    if name == "nwd":  # the spatially pruned path, forced at this size, matches the reference too
+        assigner.prune_min_pairs = 0
+        assert torch.equal(assigner.assign(anchors, gts).matched_gt, ref)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -137,6 +140,8 @@ def test_rfla_matches_reference(seed, params):
     got = assigner.assign(anchors, gts, num_level_anchors=counts)
     assert torch.equal(got.matched_gt, ref)
     assert (ref >= 0).sum() >= 9 * gts.shape[0] // 2
+    assigner.prune_min_pairs = 0  # the spatially pruned path, forced at this size
+    assert torch.equal(assigner.assign(anchors, gts, num_level_anchors=counts).matched_gt, ref)
 
 
 def reference_atss(anchors, gts, counts, topk=9):

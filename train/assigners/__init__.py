@@ -15,6 +15,9 @@ The package follows the seams of the work:
   anchors near a chunk) when, and only when, it is zero off-overlap.
 - :mod:`.matcher`: :class:`ThresholdMatcher` folds chunks of a quality matrix and per-GT thresholds
   into per-anchor state and returns the match vector. It knows nothing of boxes.
+- :mod:`.spatial`: exact pruning for the measures that are never 0 (NWD, RFLA's RFD) but fall with the
+  distance of the centres: per-layer grids of anchor centres, threshold, top-k and best-match searches
+  on lists of pairs whose values equal the dense matrix's to the last bit.
 - one module per assigner: :mod:`.maxiou` (mmdetection's ``MaxIoUAssigner``), :mod:`.adaptive` (ADLA,
   Ge et al., JSTARS 2024, with its ablations as settings; its equations in :mod:`.paper`), :mod:`.atss`
   (Zhang et al., CVPR 2020), :mod:`.nwd` (Wang et al. 2021) and :mod:`.rfla` (Xu et al., ECCV 2022).

@@ -56,6 +56,11 @@ class MaxIoUAssigner(Static):
         self.chunk_size = chunk_size
         self.prune = prune
 
+    def _assign_near(self, anchors: torch.Tensor, gt_boxes: torch.Tensor) -> AssignResult | None:
+        """The same result from the anchor-GT pairs near enough to matter, where a subclass can find them
+        (NWD); None: use the chunked path below."""
+        return None
+
     @torch.no_grad()
     def assign(
         self,
@@ -72,6 +77,9 @@ class MaxIoUAssigner(Static):
         trivial = trivial_result(anchors, gt_boxes)
         if trivial is not None:
             return trivial
+        near = self._assign_near(anchors, gt_boxes)
+        if near is not None:
+            return near
         low, high = self.neg_iou_thr
         matcher = ThresholdMatcher(
             anchors.shape[0],

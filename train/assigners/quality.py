@@ -2,17 +2,20 @@
 
 A :class:`Quality` is a pairwise function plus one fact about it: whether it is exactly 0 for boxes
 that do not overlap. Only then may :func:`iter_quality` leave out the anchors far from a chunk of GTs
-(k-d pruning); any other measure (NWD, RFD) sees every anchor.
+(k-d pruning); any other measure (NWD, RFD) sees every anchor there. Those two are pruned instead by
+the distance of the centres, on lists of pairs (:class:`NWDPairs`, :mod:`.spatial`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from adla.boxes import centers_sizes, pairwise_iou
+from adla.train.assigners.spatial import shape_layers
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,75 @@ def pairwise_nwd(boxes: torch.Tensor, gt_boxes: torch.Tensor, constant: float = 
 
 def nwd_quality(constant: float = NWD_CONSTANT) -> Quality:
     return Quality("nwd", lambda b, g: pairwise_nwd(b, g, constant), zero_off_overlap=False)
+
+
+_HALF = (1.0, 1.0, 0.5, 0.5)
+
+
+class NWDPairs:
+    """NWD of boxes [N,4] and GTs [G,4] on lists of pairs, for exact spatial pruning
+    (:class:`~adla.train.assigners.spatial.PairQuality`); build with :meth:`build`.
+
+    :meth:`values` runs the very kernel of :func:`pairwise_nwd` (``cdist``, one pair per batch entry),
+    so its values equal the dense matrix's to the last bit. Bound: W2^2 = |c1 - c2|^2 + |s1 - s2|^2 with
+    s = (w/2, h/2); a layer's s lie in a narrow range S_l, so a box of layer l reaches NWD q with GT j
+    only within centre distance sqrt(R(q)^2 - dist(s_j, S_l)^2), R(q) = -C ln q plus a margin that
+    covers the float32 rounding of W2, of -1/C and of exp.
+    """
+
+    def __init__(self, pb: torch.Tensor, pg: torch.Tensor, constant: float, layer: torch.Tensor,
+                 lo: torch.Tensor, hi: torch.Tensor):
+        self.pb, self.pg, self.constant = pb, pg, float(constant)
+        self.num_boxes, self.num_gts = pb.shape[0], pg.shape[0]
+        self.box_centres, self.gt_centres = pb[:, :2].double(), pg[:, :2].double()
+        self.box_layer, self.num_layers = layer, lo.shape[0]
+        # |s_box - s_gt|^2 >= the squared distance of s_gt to the layer's range of half sizes: [L, G]
+        s = pg[None, :, 2:].double()
+        self.size_gap2 = (lo[:, None] - s).clamp(min=0).add_((s - hi[:, None]).clamp(min=0)).square().sum(-1)
+
+    @classmethod
+    def build(cls, boxes: torch.Tensor, gt_boxes: torch.Tensor, constant: float = NWD_CONSTANT):
+        """None when the boxes have too many distinct shapes to prune by layer."""
+        half = torch.tensor(_HALF, device=boxes.device)
+        pb = centers_sizes(boxes.float()) * half  # exactly as pairwise_nwd
+        pg = centers_sizes(gt_boxes.float()) * half
+        layers = shape_layers(pb[:, 2:])
+        if layers is None or not (pb.isfinite().all() and pg.isfinite().all()):
+            return None
+        return cls(pb, pg, constant, *layers)
+
+    costly = False  # see PairQuality
+
+    def values(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        w2 = torch.cdist(self.pb.index_select(0, i).unsqueeze(1), self.pg.index_select(0, j).unsqueeze(1),
+                         compute_mode="donot_use_mm_for_euclid_dist").view(-1)
+        return w2.mul_(-1.0 / self.constant).exp_()
+
+    def block(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        w2 = torch.cdist(self.pb.index_select(0, rows), self.pg.index_select(0, cols),
+                         compute_mode="donot_use_mm_for_euclid_dist")
+        return w2.mul_(-1.0 / self.constant).exp_()
+
+    def _reach(self, level: torch.Tensor) -> torch.Tensor:
+        """W2 beyond which the computed NWD is < ``level`` (float64): -C ln(level) with a margin."""
+        c = self.constant
+        w = -c * torch.log(level)
+        return torch.where(level > 0, w * (1 + 1e-5) + 1e-5 * c, math.inf)
+
+    def radius(self, layer: torch.Tensor, j: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        reach = self._reach(level)
+        r2 = reach.square() - self.size_gap2[layer, j]
+        r = torch.where((reach >= 0) & (r2 >= 0), r2.clamp(min=0).sqrt(), -1.0)
+        return torch.where(torch.isinf(reach), math.inf, r)[:, None].expand(-1, 2)
+
+    def to_s(self, q: torch.Tensor) -> torch.Tensor:
+        return (-self.constant * torch.log(q)).clamp(min=0).square()
+
+    def from_s(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-s.sqrt() / self.constant)
+
+    def s_floor(self) -> torch.Tensor:
+        return self.size_gap2.amin(1)
 
 
 @dataclass
