@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 import yaml
 
 from adla.anchors import DEFAULT_MAX_STRIDE, AnchorSpec
+from adla.assigner_params import ASSIGNER_PARAMS, AssignerParams, param_names
 from adla.errors import AdlaError
 from adla.model import ModelConfig
 from adla.postprocess import PostprocessConfig
@@ -24,10 +26,18 @@ from adla.ranges import ConfigValueError, check_ranges
 
 @dataclass(frozen=True)
 class AssignerConfig:
-    """Which assigner (a key of ``adla.train.assigners.ASSIGNERS``) and its keyword arguments."""
+    """Which assigner (a key of ``adla.train.assigners.ASSIGNERS``) and its typed keyword arguments.
+
+    ``params`` is the dataclass of ``name`` in ``adla.assigner_params.ASSIGNER_PARAMS``; given as None
+    (the assigner's defaults) or as a dict (YAML, an old checkpoint), it is converted here, and a key or
+    a type that assigner does not take is an ``AdlaError``.
+    """
 
     name: str = "maxiou"
-    params: dict = field(default_factory=dict)
+    params: AssignerParams = None  # type: ignore[assignment]  # None or a dict: converted in __post_init__
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", assigner_params(self.name, self.params))
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys are an error naming the key."""
+    if cls is AssignerConfig:
+        return _assigner_from_dict(data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
@@ -210,6 +222,48 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
         raise AdlaError(f"{where}.{exc.field}: {exc.reason}") from exc
     except (TypeError, ValueError) as exc:
         raise AdlaError(f"{where}: {exc}") from exc
+
+
+def assigner_params(name: str, params: Any = None, where: str = "assigner.params") -> AssignerParams:
+    """The typed parameters of assigner ``name`` from None (its defaults), a dict (YAML values, checkpoint
+    configs: lists become tuples, ints floats where a float is due) or its dataclass, unchanged.
+
+    Raises ``AdlaError`` naming an unknown assigner, each unknown key with the assigner's valid keys, or
+    the key of a value of the wrong type; ``where`` begins the message (the key path of ``params``).
+    """
+    if not isinstance(name, str) or name not in ASSIGNER_PARAMS:
+        raise AdlaError(f"unknown assigner {name!r}; known: {sorted(ASSIGNER_PARAMS)}")
+    cls = ASSIGNER_PARAMS[name]
+    if params is None:
+        return cls()
+    if isinstance(params, cls):
+        return params
+    if is_dataclass(params):
+        raise AdlaError(f"{where}: {type(params).__name__} given for assigner {name!r}, which takes "
+                        f"{cls.__name__}")
+    if not isinstance(params, Mapping):
+        raise AdlaError(f"{where}: expected a mapping of assigner {name!r}'s parameters, got {params!r}")
+    known = param_names(name)
+    unknown = sorted(set(params) - set(known), key=str)
+    if unknown:
+        raise AdlaError(f"{where}: unknown parameter(s) {unknown} for assigner {name!r}; known: {known}")
+    try:
+        return from_dict(cls, dict(params), where)
+    except AdlaError as exc:
+        raise AdlaError(f"{exc} (assigner {name!r})") from exc
+
+
+def _assigner_from_dict(data: dict, where: str) -> AssignerConfig:
+    """``assigner: {name: ..., params: {...}}``: the params checked against the dataclass of that name."""
+    known = [f.name for f in fields(AssignerConfig)]
+    unknown = sorted(set(data) - set(known), key=str)
+    if unknown:
+        raise AdlaError(f"{where}: unknown key(s) {unknown}; known: {known}")
+    name = _coerce(data.get("name", AssignerConfig.name), str, f"{where}.name")
+    if name not in ASSIGNER_PARAMS:
+        raise AdlaError(f"{where}.name: unknown assigner {name!r}; known: {sorted(ASSIGNER_PARAMS)}")
+    params = data.get("params")
+    return AssignerConfig(name, assigner_params(name, {} if params is None else params, f"{where}.params"))
 
 
 def _merge(base: dict, top: dict) -> dict:
@@ -247,11 +301,18 @@ def _set_path(tree: dict, dotted: str, value: Any) -> None:
 
 
 def _check_path(cls: type, dotted: str) -> None:
+    keys = dotted.split(".")
     node: Any = cls
-    for k in dotted.split("."):
+    for i, k in enumerate(keys):
+        if node is AssignerConfig and keys[i:i + 1] == ["params"]:
+            # the keys of assigner.params depend on assigner.name, which a later override may set: the
+            # whole config checks them (naming the assigner's keys); here only their depth
+            if len(keys) > i + 2:
+                raise AdlaError(f"override {dotted}: {keys[i + 1]} is not a section")
+            return
         if not is_dataclass(node):
             if node is dict or typing.get_origin(node) is dict:
-                return  # free-form (assigner params): checked by the component itself
+                return  # free-form: checked by the component itself
             raise AdlaError(f"override {dotted}: {k} is not a section")
         hints = {n: t for n, t in typing.get_type_hints(node).items() if n in {f.name for f in fields(node)}}
         if k not in hints:
@@ -318,7 +379,7 @@ def dump_yaml(cfg: RunConfig) -> str:
 
 
 __all__ = [
-    "SMALL_MODEL", "AnchorSpec", "AssignerConfig", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig",
-    "PostprocessConfig", "RunConfig", "config_from_dict", "dump_yaml", "load_config", "small_model_overrides",
-    "to_dict",
+    "SMALL_MODEL", "AnchorSpec", "AssignerConfig", "AssignerParams", "DataConfig", "LossConfig", "ModelConfig",
+    "OptimConfig", "PostprocessConfig", "RunConfig", "assigner_params", "config_from_dict", "dump_yaml",
+    "load_config", "small_model_overrides", "to_dict",
 ]

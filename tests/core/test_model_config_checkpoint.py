@@ -3,6 +3,7 @@ import torch
 from helpers import TINY_OVERRIDES, make_checkpoint
 
 from adla.anchors import generate_anchors
+from adla.assigner_params import AdlaParams, MaxIoUParams, RFLAParams
 from adla.checkpoint import load_checkpoint, load_model
 from adla.config import load_config, to_dict
 from adla.errors import AdlaError
@@ -54,6 +55,35 @@ def test_checkpoint_round_trip(tmp_path, tiny_cfg):
     assert to_dict(ckpt["run_config"]) == to_dict(tiny_cfg)
     ref = build_detector(tiny_cfg.model)
     assert set(model.state_dict()) == set(ref.state_dict())
+
+
+def test_checkpoint_keeps_typed_assigner_params(tmp_path):
+    path = make_checkpoint(tmp_path / "adla.pt", ["assigner.name=adla", "assigner.params.dynamic=false",
+                                                  "assigner.params.alpha0=0.5"])
+    cfg = load_checkpoint(path)["run_config"]
+    assert cfg.assigner.params == AdlaParams(dynamic=False, alpha0=0.5)
+    stored = torch.load(path, weights_only=False)["config"]["assigner"]
+    assert stored["params"] == to_dict(AdlaParams(dynamic=False, alpha0=0.5))  # every field, a plain dict
+    assert to_dict(cfg) == torch.load(path, weights_only=False)["config"]
+
+
+@pytest.mark.parametrize("assigner, expected", [
+    ({"name": "maxiou", "params": {}}, MaxIoUParams()),  # the untyped dicts older adla saved
+    ({"name": "adla", "params": {"dynamic": False}}, AdlaParams(dynamic=False)),
+    ({"name": "rfla", "params": {"trf": [91, 267, 427], "topk": [3, 1], "neg_thr": 0.8}}, RFLAParams()),
+    ({"name": "adla"}, AdlaParams()),
+])
+def test_old_checkpoint_params_dict_becomes_typed(tmp_path, assigner, expected):
+    ck = torch.load(make_checkpoint(tmp_path / "new.pt"), weights_only=False)
+    ck["config"]["assigner"] = assigner
+    torch.save(ck, tmp_path / "old.pt")
+    cfg = load_checkpoint(tmp_path / "old.pt")["run_config"]
+    assert cfg.assigner.name == assigner["name"] and cfg.assigner.params == expected
+    ck["config"]["assigner"] = {"name": assigner["name"], "params": {"alpha_begin": 0.1}}
+    torch.save(ck, tmp_path / "bad.pt")
+    with pytest.raises(AdlaError, match=r"bad.pt: checkpoint config is invalid: .*unknown parameter\(s\) "
+                                        r"\['alpha_begin'\]"):
+        load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):

@@ -22,14 +22,16 @@ The package follows the seams of the work:
   Ge et al., JSTARS 2024, with its ablations as settings; its equations in :mod:`.paper`), :mod:`.atss`
   (Zhang et al., CVPR 2020), :mod:`.nwd` (Wang et al. 2021) and :mod:`.rfla` (Xu et al., ECCV 2022).
 
-Pick one from :data:`ASSIGNERS` or with :func:`build_assigner`.
+Pick one from :data:`ASSIGNERS` or with :func:`build_assigner`. The keyword arguments of each are also
+written out as a typed dataclass in :mod:`adla.assigner_params` (the run config's ``assigner.params``,
+checked when a config loads; tests/train/test_assigner_params.py keeps the two equal).
 """
 
 from __future__ import annotations
 
-import inspect
-
+from adla.assigner_params import AssignerParams, as_kwargs
 from adla.boxes import aspect_ratios, pairwise_iou
+from adla.config import assigner_params
 from adla.errors import AdlaError
 from adla.train.assigners.adaptive import QUALITIES, AdaptiveDynamicAssigner
 from adla.train.assigners.atss import ATSSAssigner
@@ -57,21 +59,19 @@ ASSIGNERS: dict[str, type] = {
 }
 
 
-def build_assigner(name: str, params: dict | None = None) -> Assigner:
-    """An assigner from its name in :data:`ASSIGNERS` and its keyword arguments.
+def build_assigner(name: str, params: AssignerParams | dict | None = None) -> Assigner:
+    """An assigner from its name in :data:`ASSIGNERS` and its parameters: the typed dataclass of that name
+    (``RunConfig.assigner.params``, see :mod:`adla.assigner_params`), a dict converted through it, or None
+    for the defaults.
 
-    Raises ``AdlaError`` naming an unknown assigner, an unknown parameter, or a bad value.
+    Raises ``AdlaError`` naming an unknown assigner, an unknown parameter (with the valid ones), a value of
+    the wrong type, or a bad value.
     """
     if name not in ASSIGNERS:
         raise AdlaError(f"unknown assigner {name!r}; known: {sorted(ASSIGNERS)}")
-    cls = ASSIGNERS[name]
-    params = dict(params or {})
-    known = [p for p in inspect.signature(cls).parameters if p != "self"]
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise AdlaError(f"assigner {name!r}: unknown parameter(s) {unknown}; known: {known}")
+    typed = assigner_params(name, params)
     try:
-        return cls(**params)
+        return ASSIGNERS[name](**as_kwargs(typed))
     except (TypeError, ValueError) as exc:
         raise AdlaError(f"assigner {name!r}: {exc}") from exc
 
