@@ -92,6 +92,24 @@ def _interleaved(runners: list[Callable[[], None]], runs: int, warmup: int, desc
     return [[1e3 * t for t in ts] for ts in times]
 
 
+def _check_compare_args(ckpts: list[Path], batch: int, runs: int, warmup: int, backends: tuple[str, ...],
+                        device: str) -> tuple[list[str], dict[str, str]]:
+    """(backends to time, {backend: why skipped}); AdlaError on bad arguments."""
+    from .tensorrt_build import tensorrt_available
+
+    if not ckpts:
+        raise AdlaError("give at least one checkpoint")
+    if batch < 1 or runs < 1 or warmup < 0:
+        raise AdlaError(f"batch and runs must be >= 1 and warmup >= 0 (got {batch}, {runs}, {warmup})")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise AdlaError(f"unknown backend(s) {unknown}; choose from {BACKENDS}")
+    skipped: dict[str, str] = {}
+    if "tensorrt" in backends and not (tensorrt_available() and device == "cuda"):
+        skipped["tensorrt"] = "TensorRT or a CUDA GPU is not available"
+    return [b for b in backends if b not in skipped], skipped
+
+
 def compare_models(ckpts: list[Path], *, input_size: tuple[int, int] = (800, 800), batch: int = 1,
                    runs: int = 50, warmup: int = 10, out_dir: Path | None = None,
                    backends: tuple[str, ...] = ("torch", "onnxruntime")) -> dict:
@@ -103,21 +121,9 @@ def compare_models(ckpts: list[Path], *, input_size: tuple[int, int] = (800, 800
     "verdict": str | None}. With ``out_dir``: model_bench.json, model_bench.txt and model_bench.png.
     "tensorrt" is skipped (noted in "skipped") when TensorRT or a GPU is absent.
     """
-    from .tensorrt_build import tensorrt_available
-
-    if not ckpts:
-        raise AdlaError("give at least one checkpoint")
-    if batch < 1 or runs < 1 or warmup < 0:
-        raise AdlaError(f"batch and runs must be >= 1 and warmup >= 0 (got {batch}, {runs}, {warmup})")
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise AdlaError(f"unknown backend(s) {unknown}; choose from {BACKENDS}")
     input_size = check_input_size(input_size)
     device = resolve_device("auto").type
-    skipped: dict[str, str] = {}
-    if "tensorrt" in backends and not (tensorrt_available() and device == "cuda"):
-        skipped["tensorrt"] = "TensorRT or a CUDA GPU is not available"
-    active = [b for b in backends if b not in skipped]
+    active, skipped = _check_compare_args(ckpts, batch, runs, warmup, backends, device)
     x = torch.rand(batch, 3, *input_size, generator=torch.Generator().manual_seed(0)) * 255
     result: dict[str, Any] = {"input_size": list(input_size), "batch": batch, "runs": runs, "warmup": warmup,
                               "device": device, "backends": active, "skipped": skipped, "models": []}

@@ -223,6 +223,7 @@ def _variant_model(spec: dict, backend) -> tuple[float, dict]:
     return time.perf_counter() - t, {"tiles": n, "tiles_run": n, "detections": 0}
 
 
+# longer than 60 lines: a class inside a function, because SAHI is an optional import
 def _sahi_model(backend, spec: dict, batched: bool):
     """The same model and decode as ``adla infer`` wrapped as a SAHI 0.12 ``DetectionModel``; ``batched``
     overrides ``perform_batch_inference`` (what SAHI's docs invite any model to do)."""

@@ -64,6 +64,22 @@ def _padded(n: int, divisor: int) -> int:
     return int(math.ceil(n / divisor) * divisor)
 
 
+def _count_image(assigners: dict, anchors: torch.Tensor, levels: list[int], gt: torch.Tensor, sums: dict,
+                 gts_per_bucket: list[int]) -> None:
+    """Add one image's GTs per bucket, and per assigner its positives and GTs without one per bucket."""
+    labels = torch.zeros(len(gt), dtype=torch.long)
+    bucket = bucket_of(gt)
+    for b in bucket.tolist():
+        gts_per_bucket[b] += 1
+    for label, assigner in assigners.items():
+        result = assigner.assign(anchors, gt, labels, num_level_anchors=levels)
+        counts = result.positives_per_gt(len(gt))
+        pos = torch.zeros(len(BUCKETS), dtype=torch.long).index_add_(0, bucket, counts)
+        zero = torch.zeros(len(BUCKETS), dtype=torch.long).index_add_(0, bucket, (counts == 0).long())
+        for k, v in (("positives", pos), ("zero_pos", zero)):
+            sums[label][k] = [a + b for a, b in zip(sums[label][k], v.tolist())]
+
+
 def analyze_assignment(
     ann_file: str | Path,
     assigner_specs: dict[str, tuple[str, dict]] | None = None,
@@ -102,21 +118,9 @@ def analyze_assignment(
             continue
         size = (_padded(height, size_divisor), _padded(width, size_divisor))
         if size not in anchor_cache:
-            levels = anchor_spec.level_counts(*size)
-            anchor_cache[size] = (generate_anchors(anchor_spec, *size), levels)
-        anchors, levels = anchor_cache[size]
-        gt = torch.tensor(boxes, dtype=torch.float32)
-        labels = torch.zeros(len(boxes), dtype=torch.long)
-        bucket = bucket_of(gt)
-        for b in bucket.tolist():
-            gts_per_bucket[b] += 1
-        for label, assigner in assigners.items():
-            result = assigner.assign(anchors, gt, labels, num_level_anchors=levels)
-            counts = result.positives_per_gt(len(boxes))
-            pos = torch.zeros(len(BUCKETS), dtype=torch.long).index_add_(0, bucket, counts)
-            zero = torch.zeros(len(BUCKETS), dtype=torch.long).index_add_(0, bucket, (counts == 0).long())
-            for k, v in (("positives", pos), ("zero_pos", zero)):
-                sums[label][k] = [a + b for a, b in zip(sums[label][k], v.tolist())]
+            anchor_cache[size] = (generate_anchors(anchor_spec, *size), anchor_spec.level_counts(*size))
+        _count_image(assigners, *anchor_cache[size], torch.tensor(boxes, dtype=torch.float32), sums,
+                     gts_per_bucket)
     out: dict[str, Any] = {
         "ann_file": str(ann_file),
         "num_images": len(images),

@@ -33,6 +33,27 @@ def _batch(size: int, batch: int, objects: int, num_classes: int, seed: int = 0)
     return torch.stack(images), targets
 
 
+def _runs(cfg: RunConfig, dev: torch.device, use_amp: bool) -> dict[str, tuple]:
+    """Per assigner (model, optimiser, loss, scaler), every model starting from the same weights."""
+    torch.manual_seed(0)
+    base = build_detector(cfg.model).to(dev)
+    runs = {}
+    for name, (aname, params) in ASSIGNER_SPECS.items():
+        model = build_detector(cfg.model).to(dev)
+        model.load_state_dict(base.state_dict())
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+        loss = DetectionLoss(build_assigner(aname, params))
+        runs[name] = (model, opt, loss, torch.amp.GradScaler("cuda", enabled=use_amp))
+    return runs
+
+
+def _row(name: str, times: list[float], positives: float, peak_mb: float | None, batch: int) -> dict:
+    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    med = statistics.median(times)
+    return {"assigner": name, "median_ms": 1000 * med, "p10_ms": 1000 * q[0], "p90_ms": 1000 * q[-1],
+            "positives": positives, "images_per_s": batch / med, "peak_mb": peak_mb}
+
+
 def bench_train_step(*, config: str | None = None, size: int = 512, batch: int = 2, objects: int = 300,
                      steps: int = 10, warmup: int = 2, device: str = "auto", progress: float = 0.7,
                      amp: bool = False) -> dict:
@@ -53,16 +74,7 @@ def bench_train_step(*, config: str | None = None, size: int = 512, batch: int =
     spec = cfg.model.anchors
     anchors = generate_anchors(spec, size, size, device=dev)
     counts = spec.level_counts(size, size)
-    torch.manual_seed(0)
-    base = build_detector(cfg.model).to(dev)
-    runs = {}
-    for name, (aname, params) in ASSIGNER_SPECS.items():
-        model = build_detector(cfg.model).to(dev)
-        model.load_state_dict(base.state_dict())
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-        loss = DetectionLoss(build_assigner(aname, params))
-        runs[name] = (model, opt, loss, torch.amp.GradScaler("cuda", enabled=use_amp))
-    del base
+    runs = _runs(cfg, dev, use_amp)
     clip = cfg.optim.grad_clip if use_amp else None
 
     pos: dict[str, float] = {}
@@ -93,14 +105,7 @@ def bench_train_step(*, config: str | None = None, size: int = 512, batch: int =
     # interleaved in a fixed order (maxiou, adla, maxiou, ...), so machine noise hits both alike
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
     timed = time_interleaved([step(n) for n in runs], warmup=warmup, runs=steps, sync=sync, alternate=False)
-    times = dict(zip(runs, timed))
-    rows = []
-    for name, ts in times.items():
-        q = statistics.quantiles(ts, n=10) if len(ts) >= 2 else [ts[0]] * 9
-        med = statistics.median(ts)
-        rows.append({"assigner": name, "median_ms": 1000 * med, "p10_ms": 1000 * q[0],
-                     "p90_ms": 1000 * q[-1], "positives": pos[name], "images_per_s": batch / med,
-                     "peak_mb": peak[name]})
+    rows = [_row(name, ts, pos[name], peak[name], batch) for name, ts in zip(runs, timed)]
     ratio = rows[1]["median_ms"] / rows[0]["median_ms"]
     return {"device": str(dev), "amp": use_amp, "size": size, "batch": batch, "objects_per_image": objects,
             "anchors": int(anchors.shape[0]), "steps": steps, "progress": progress, "rows": rows,

@@ -175,6 +175,8 @@ class LayeredGrid:
         iy = rel[:, 1].floor().clamp_(min=0).long().minimum(sel(self.ny, 0, layer) - 1)
         return sel(self.off, 0, layer) + iy * nx + ix
 
+    # longer than 60 lines: one vectorised pass (cell ranges, per-query row counts, memory-bounded
+    # blocks, the exact ellipse test); split, its intermediate tensors would travel through arguments
     def query(self, layer: torch.Tensor, centre: torch.Tensor, r: torch.Tensor, exact: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pairs (global box index [P], query index [P]) of every box of layer ``layer[q]`` whose centre
@@ -290,6 +292,8 @@ def gt_pairs(pq: PairQuality, grid: LayeredGrid, gts: torch.Tensor, *, level: to
     return box, qg[q]
 
 
+# about 60 lines: the search rounds (grow the radius until k candidates beat the best possible outside)
+# read best as one loop
 def top_k_per_gt(
     pq: PairQuality,
     grid: LayeredGrid,
