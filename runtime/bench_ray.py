@@ -18,15 +18,16 @@ import time
 from adla.errors import AdlaError
 from adla.runtime.options import TileOptions
 from adla.tables import format_table
+from adla.timing import time_call
 
 
 def _timed(fn, runs: int) -> tuple[float, list]:
+    """Median seconds of ``runs`` calls ``fn(out_dir)``, each into a fresh temporary folder; its last results."""
     times, results = [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="adla-bench-ray-") as out:
-            t = time.perf_counter()
-            results = fn(out)
-            times.append(time.perf_counter() - t)
+            seconds, results = time_call(lambda out=out: fn(out))
+            times.append(seconds)
     failed = [r.error for r in results if r.error]
     if failed:
         raise AdlaError(f"a scene failed: {failed[0]}")

@@ -9,7 +9,6 @@ import argparse
 import ctypes
 import gc
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,16 +152,10 @@ def _cuda_peak_mb(fn: Callable[[], object], device: torch.device) -> float:
 def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     import torch
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    from adla.timing import time_callable
+
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    return 1000 * statistics.median(time_callable(fn, warmup=1, runs=repeats, sync=sync))
 
 
 BENCH_ASSIGNERS = ("maxiou", "adla", "nwd", "rfla")
