@@ -34,7 +34,7 @@ def _timed(fn, runs: int) -> tuple[float, list]:
     return statistics.median(times), results
 
 
-def run_bench_ray(args: argparse.Namespace, model: str) -> None:
+def run_bench_ray(args: argparse.Namespace, model: str) -> list[tuple[str, ...]]:
     from adla.runtime.pipeline import infer_scenes
     from adla.runtime.ray_infer import infer_scenes_ray, require_ray
 
@@ -53,8 +53,10 @@ def run_bench_ray(args: argparse.Namespace, model: str) -> None:
 
     t_single, res = _timed(lambda out: infer_scenes(scenes, model, out, options, **common), args.runs)
     row("single process", t_single, res, None)
+    started = not ray.is_initialized()
     t = time.perf_counter()
-    ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if started:
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     t_start = time.perf_counter() - t
     try:
         for n in sorted({int(a) for a in args.actors.split(",")}):
@@ -63,7 +65,10 @@ def run_bench_ray(args: argparse.Namespace, model: str) -> None:
             row(f"ray, {n} actor{'s' if n > 1 else ''}", t_ray, res, t_single)
         cpus = ray.cluster_resources().get("CPU", 0)
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     print(format_table(rows))
-    print(f"ray start (local instance, once): {t_start:.1f} s; cluster CPUs {cpus:g}; each ray run includes "
-          "starting its actors (import torch, load the model)")
+    start = f"ray start (local instance, once): {t_start:.1f} s" if started else "ray: joined the running instance"
+    print(f"{start}; cluster CPUs {cpus:g}; each ray run includes starting its actors (import torch, load the "
+          "model)")
+    return rows

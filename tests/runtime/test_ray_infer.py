@@ -148,3 +148,19 @@ def test_without_ray_the_error_says_what_to_install(scenes, det_ckpt, tmp_path, 
         _infer_cli(scenes[:1], det_ckpt, tmp_path, "--ray")
     with pytest.raises(AdlaError, match="--full-pass is not supported with --ray"):
         _infer_cli(scenes[:1], det_ckpt, tmp_path, "--ray", "--full-pass")
+
+
+def test_bench_tiled_ray_times_one_process_and_the_actors(local_ray, scene_png, det_ckpt, capsys):
+    from adla.runtime.bench import add_bench_arguments
+    from adla.runtime.bench_ray import run_bench_ray
+
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    args = parser.parse_args([str(scene_png), "--model", str(det_ckpt), "--ray", "--ray-scenes", "2",
+                              "--actors", "1", "--tile", "128", "--score", "0.8", "--device", "cpu"])
+    rows = run_bench_ray(args, str(det_ckpt))
+    assert [r[0] for r in rows] == ["variant", "single process", "ray, 1 actor"]
+    assert [r[1:3] for r in rows[1:]] == [("2", "12"), ("2", "12")]  # scenes, tiles (6 a scene)
+    assert float(rows[2][3]) > 0 and rows[2][6].startswith(("+", "-"))
+    assert "joined the running instance" in capsys.readouterr().out
+    assert ray.is_initialized()  # the test's instance is left running

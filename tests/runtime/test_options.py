@@ -1,0 +1,38 @@
+"""TileOptions: one frozen set of options, checked once, the model's own score threshold unless given."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from adla.errors import AdlaError
+from adla.postprocess import PostprocessConfig
+from adla.runtime.options import DEFAULT_OPTIONS, TileOptions
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tile": 16}, "--tile must be at least 32"),
+    ({"overlap": 1.0}, r"--overlap is a fraction of the tile in \[0, 1\)"),
+    ({"batch": 0}, "--batch and --workers must be at least 1"),
+    ({"workers": 0}, "--batch and --workers must be at least 1"),
+    ({"score_thr": 1.5}, r"--score must be in \[0, 1\]"),
+])
+def test_bad_options_are_one_line_errors(kwargs, message):
+    with pytest.raises(AdlaError, match=message):
+        TileOptions(**kwargs)
+
+
+def test_frozen_and_normalised():
+    opts = TileOptions(classes=["car", 1], bands=[3, "2", 1])
+    assert opts.classes == ("car", "1") and opts.bands == (3, 2, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.tile = 512  # type: ignore[misc]
+    assert DEFAULT_OPTIONS == TileOptions() and DEFAULT_OPTIONS.score_thr is None
+
+
+def test_score_threshold_is_the_models_unless_given():
+    model = PostprocessConfig(score_thr=0.25, pre_nms_topk=100, nms_iou=0.6, max_dets=50)
+    assert TileOptions().post_config(model) == model
+    mine = TileOptions(score_thr=0.7).post_config(model)
+    assert mine == PostprocessConfig(score_thr=0.7, pre_nms_topk=100, nms_iou=0.6, max_dets=50)
