@@ -86,17 +86,21 @@ def load_tiles(files: list[Path], input_size: tuple[int, int], limit: int | None
 
 
 def detections_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *, score_atol: float = SCORE_ATOL,
-                     min_iou: float = MATCH_IOU) -> tuple[bool, str]:
+                     min_iou: float = MATCH_IOU, box_atol: float = 0.01) -> tuple[bool, str]:
     """Whether two detection sets ({"boxes" [K,4] xyxy, "scores" [K], "labels" [K]}) are the same up to
     order: equal counts and a one-to-one pairing with equal labels, scores within ``score_atol`` and
-    IoU >= ``min_iou``. Returns (equal, a reason when not)."""
+    IoU >= ``min_iou`` (or every corner within ``box_atol`` px, for boxes of zero area). Returns (equal,
+    a reason when not)."""
     ka, kb = len(a["scores"]), len(b["scores"])
     if ka != kb:
         return False, f"{ka} vs {kb} detections"
     if ka == 0:
         return True, ""
     iou = box_iou(a["boxes"].float(), b["boxes"].float())  # [Ka,Kb]
-    ok = (a["labels"].view(-1, 1) == b["labels"].view(1, -1)) & (iou >= min_iou)
+    # or the same corners within box_atol px: a box clipped to zero width at the image edge has IoU 0
+    # even with itself
+    near = torch.cdist(a["boxes"].float(), b["boxes"].float(), p=float("inf")) <= box_atol
+    ok = (a["labels"].view(-1, 1) == b["labels"].view(1, -1)) & ((iou >= min_iou) | near)
     ok &= (a["scores"].float().view(-1, 1) - b["scores"].float().view(1, -1)).abs() <= score_atol
     used = torch.zeros(kb, dtype=torch.bool)
     for i in torch.argsort(a["scores"], descending=True).tolist():

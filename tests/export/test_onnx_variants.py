@@ -63,3 +63,15 @@ def test_nms_variant_equals_python_postprocess(busy_ckpt, tmp_path):
     k = int(num[0])
     assert (labels[0, k:] == -1).all() and (scores[0, k:] == 0).all()
     assert (np.diff(scores[0, :k]) <= 0).all()  # sorted by score
+
+
+def test_detections_equal_pairs_boxes_clipped_to_zero_width():
+    """A box clipped to zero width at the image edge has IoU 0 with itself: it must still pair, by its
+    corners, and a real difference must still fail."""
+    det = {"boxes": torch.tensor([[0.0, 262.54, 0.0, 265.85], [10.0, 10.0, 20.0, 20.0]]),
+           "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([2, 1])}
+    moved = {**det, "boxes": det["boxes"] + torch.tensor([[0.0, 0.001, 0.0, 0.001], [0.0, 0.0, 0.0, 0.0]])}
+    assert detections_equal(det, moved) == (True, "")
+    far = {**det, "boxes": det["boxes"] + torch.tensor([[0.0, 5.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0]])}
+    same, why = detections_equal(det, far)
+    assert not same and "label 2 has no counterpart" in why
