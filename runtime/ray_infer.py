@@ -234,7 +234,7 @@ def _actor_resources(ray, device: str, actors: int | None) -> tuple[str, int, di
         if gpus < 1:
             raise AdlaError(f"--device {device}: the Ray cluster has no GPU")
         n = actors or gpus
-        return ("cuda" if device == "auto" else device), n, {"num_gpus": 1}, 1
+        return "cuda", n, {"num_gpus": 1}, 1  # Ray gives each actor its own GPU: cuda:0 in the actor
     n = actors or 1
     share = max(0.1, (cpus - READ_CPUS) / n)  # leave room for the read tasks: an actor pool must not starve them
     return "cpu", n, {"num_cpus": share}, max(1, int(share))
@@ -353,6 +353,13 @@ def infer_scenes_ray(scene_paths: list[str | Path], model_path: str | Path, out_
         try:
             _run_ray(ray, rows, runs, model_path, out_dir, options, meta, device=device, actors=actors,
                      preview_size=preview_size, preview_score=preview_score, progress=progress)
+        except AdlaError:
+            raise
+        except Exception as exc:  # Ray's own errors (a worker that cannot start, a lost node ...): one line
+            done = sum(isinstance(r, SceneResult) and not r.error and not r.skipped for r in runs)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise AdlaError(f"the Ray Data run failed after {done} scene(s) were written "
+                            f"({exc.__class__.__name__}: {first}); rerun with --resume to skip them") from exc
         finally:
             if started:
                 ray.shutdown()

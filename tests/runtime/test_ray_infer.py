@@ -164,3 +164,16 @@ def test_bench_tiled_ray_times_one_process_and_the_actors(local_ray, scene_png, 
     assert float(rows[2][3]) > 0 and rows[2][6].startswith(("+", "-"))
     assert "joined the running instance" in capsys.readouterr().out
     assert ray.is_initialized()  # the test's instance is left running
+
+
+def test_a_failed_ray_run_is_one_line_and_says_resume(local_ray, scenes, det_ckpt, tmp_path, monkeypatch):
+    from adla.runtime import ray_infer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("The actor died unexpectedly before finishing this task.\n  (a long Ray traceback)")
+
+    monkeypatch.setattr(ray_infer, "_run_ray", broken)
+    with pytest.raises(AdlaError, match=r"the Ray Data run failed after 0 scene\(s\) were written "
+                                        r"\(RuntimeError: The actor died .*\); rerun with --resume") as err:
+        infer_scenes_ray(scenes[:1], det_ckpt, tmp_path, OPTS, device="cpu", progress=False)
+    assert "\n" not in str(err.value)
