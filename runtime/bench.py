@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from adla.errors import AdlaError
+from adla.runtime.options import DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_WORKERS
 from adla.tables import format_table
 
 
@@ -49,10 +50,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="model file; give it twice (or use --compare) for the latency ratio of two models")
     p.add_argument("--compare", default=None, help="second model for the latency ratio (same as a 2nd --model)")
-    p.add_argument("--tile", type=int, default=800)
-    p.add_argument("--overlap", type=float, default=0.2)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE)
+    p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP)
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH)
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     p.add_argument("--score", type=float, default=0.3)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=int, default=1, help="timed runs per variant (median reported)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from adla.runtime.options import DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_WORKERS, PREVIEW_SCORE
+
 INFER_EPILOG = """\
 MODEL by file type: .pt/.pth checkpoint (torch), .onnx (onnxruntime; CUDA when available),
 .engine/.plan (TensorRT, needs the tensorrt package and a GPU; metadata in X.engine.json).
@@ -44,10 +46,12 @@ def _infer(args: argparse.Namespace) -> int:
 
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=None,
-                   help="tile side in pixels (default: the model's fixed input size, else 800)")
-    p.add_argument("--overlap", type=float, default=0.2, help="overlap between tiles, fraction of --tile")
-    p.add_argument("--batch", type=int, default=8, help="tiles per forward call (default 8)")
-    p.add_argument("--workers", type=int, default=2, help="tile reader threads (default 2)")
+                   help=f"tile side in pixels (default: the model's fixed input size, else {DEFAULT_TILE})")
+    p.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                   help=f"overlap between tiles, fraction of --tile (default {DEFAULT_OVERLAP})")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"tiles per forward call (default {DEFAULT_BATCH})")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"tile reader threads (default {DEFAULT_WORKERS})")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
 
 
@@ -76,8 +80,9 @@ def register(subparsers) -> None:
     p.add_argument("--shard", default=None, metavar="i/n",
                    help="process only scenes k with k %% n == i (i from 0); see below")
     p.add_argument("--preview-size", type=int, default=2048, help="long side of the preview picture; 0: none")
-    p.add_argument("--preview-score", type=float, default=0.3,
-                   help="draw boxes of at least this score in the preview (default 0.3; the outputs keep all)")
+    p.add_argument("--preview-score", type=float, default=PREVIEW_SCORE,
+                   help=f"draw boxes of at least this score in the preview (default {PREVIEW_SCORE}; the outputs "
+                        "keep all)")
     p.add_argument("--resume", action="store_true",
                    help="skip scenes whose outputs are complete in --out (STEM.coco.json is written last)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",

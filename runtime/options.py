@@ -1,18 +1,21 @@
 """The options of a tiled-inference run, written once: built by the CLI (or a caller), read by the
-single-process pipeline, the Ray Data pipeline and the benchmarks."""
+single-process pipeline, the Ray Data pipeline and the benchmarks; their defaults are the CLI's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from adla.anchors import DEFAULT_MAX_STRIDE
 from adla.errors import AdlaError
-from adla.postprocess import PostprocessConfig
+
+if TYPE_CHECKING:  # the CLI imports the defaults below while building its parser: no torch there
+    from adla.postprocess import PostprocessConfig
 
 DEFAULT_TILE = 800  # tile side for models that take any input size
 DEFAULT_OVERLAP = 0.2
 DEFAULT_BATCH = 8
 DEFAULT_WORKERS = 2
+PREVIEW_SCORE = 0.3  # boxes below this score are in the outputs but not drawn: dense scenes stay readable
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class TileOptions:
     bands: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        from adla.anchors import DEFAULT_MAX_STRIDE  # here, not at the top: the CLI's parser needs no torch
+
         # no model at hand here: the smallest tile is the default anchors' largest stride (adla.anchors)
         if self.tile < DEFAULT_MAX_STRIDE:
             raise AdlaError(f"--tile must be at least {DEFAULT_MAX_STRIDE}, got {self.tile}")
@@ -54,5 +59,3 @@ class TileOptions:
             return model_post
         return replace(model_post, score_thr=self.score_thr)
 
-
-DEFAULT_OPTIONS = TileOptions()

@@ -26,7 +26,7 @@ from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig, postprocess
 from adla.runtime.backends import Backend, load_backend
 from adla.runtime.merge import Detections, LocalMerger, cat_detections, single_thread
-from adla.runtime.options import DEFAULT_OPTIONS, TileOptions
+from adla.runtime.options import TileOptions
 from adla.runtime.readers import SceneInfo, SceneReader
 from adla.runtime.tiling import parse_shard, shard, tile_windows
 from adla.runtime.writers import PREVIEW_SCORE, SceneWriter
@@ -280,13 +280,14 @@ class _TiledScene:
             self.sink.close()
 
 
-def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions = DEFAULT_OPTIONS, *,
+def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions | None = None, *,
                  progress: bool = True, sink=None) -> SceneResult:
     """Tiled inference over an open ``SceneReader`` (see ``infer_scene``).
 
     Detections are merged as tiles complete (``LocalMerger``) and handed to ``sink.write(dets)`` as soon as
     they are final, then ``sink.close()``; without a sink they are kept and returned in the result.
     """
+    options = options or TileOptions()
     t0 = time.perf_counter()
     phases = Phases()
     collect = sink is None
@@ -326,7 +327,7 @@ def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions = D
     return result
 
 
-def infer_scene(scene_path: str | Path, backend: Backend, options: TileOptions = DEFAULT_OPTIONS, *,
+def infer_scene(scene_path: str | Path, backend: Backend, options: TileOptions | None = None, *,
                 progress: bool = True) -> SceneResult:
     """Detections of one scene, cut into ``options.tile`` squares with ``options.overlap`` (fraction),
     ``options.batch`` tiles per call.
@@ -335,6 +336,7 @@ def infer_scene(scene_path: str | Path, backend: Backend, options: TileOptions =
     across tiles by class-wise NMS (and cut-box fusion with ``merge_cut``; plus a down-scaled whole-scene
     pass with ``full_pass``). Raises ``AdlaError`` when the scene cannot be read.
     """
+    options = options or TileOptions()
     reader = SceneReader(scene_path, bands=options.bands)
     try:
         return infer_reader(reader, backend, options, progress=progress)
@@ -420,7 +422,7 @@ def failed_scene(path: Path, exc: BaseException) -> SceneResult:
 
 
 def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir: str | Path,
-                 options: TileOptions = DEFAULT_OPTIONS, *, device: str = "auto", shard_spec: str | None = None,
+                 options: TileOptions | None = None, *, device: str = "auto", shard_spec: str | None = None,
                  preview_size: int = 2048, print_summary: bool = True, resume: bool = False,
                  preview_score: float = PREVIEW_SCORE, progress: bool = True) -> list[SceneResult]:
     """Run tiled inference over scenes (see ``plan_scenes``) in this process and stream per scene
@@ -430,6 +432,7 @@ def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir:
     A scene that cannot be read is reported (its ``SceneResult.error``) and the others still run. Prints
     the summary table. ``adla.runtime.ray_infer.infer_scenes_ray`` does the same on Ray Data.
     """
+    options = options or TileOptions()
     plan = plan_scenes(scene_paths, out_dir, shard_spec=shard_spec, resume=resume)
     backend = load_backend(model_path, device)
     results = []

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from adla.errors import AdlaError
 from adla.runtime.backends import read_model_meta
 from adla.runtime.merge import LocalMerger
-from adla.runtime.options import DEFAULT_OPTIONS, TileOptions
+from adla.runtime.options import TileOptions
 from adla.runtime.pipeline import (
     SceneResult,
     failed_scene,
@@ -327,7 +327,7 @@ def _consume(batch: dict[str, np.ndarray], runs, state: dict, bar) -> None:
 
 
 def infer_scenes_ray(scene_paths: list[str | Path], model_path: str | Path, out_dir: str | Path,
-                     options: TileOptions = DEFAULT_OPTIONS, *, address: str | None = None, actors: int | None = None,
+                     options: TileOptions | None = None, *, address: str | None = None, actors: int | None = None,
                      device: str = "auto", shard_spec: str | None = None, preview_size: int = 2048,
                      preview_score: float = PREVIEW_SCORE, resume: bool = False, print_summary: bool = True,
                      progress: bool = True) -> list[SceneResult]:
@@ -338,6 +338,7 @@ def infer_scenes_ray(scene_paths: list[str | Path], model_path: str | Path, out_
     the model and ``out_dir`` reachable there at the same paths. ``actors``: model actors (default one per
     GPU of the cluster, else 1).
     """
+    options = options or TileOptions()
     if options.full_pass:
         raise AdlaError("--full-pass is not supported with --ray yet; run it without --ray")
     ray = require_ray()

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from adla.io import atomic_path, write_json
+from adla.runtime.options import PREVIEW_SCORE
 
 PALETTE = [(255, 56, 56), (56, 255, 56), (56, 128, 255), (255, 210, 0), (255, 0, 255), (0, 255, 255),
            (255, 128, 0), (128, 0, 255)]
@@ -102,7 +103,6 @@ def geojson_dict(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
     return out
 
 
-PREVIEW_SCORE = 0.3  # boxes below this score are in the outputs but not drawn: dense scenes stay readable
 
 
 def _draw_boxes(draw, boxes: np.ndarray, labels: list[int], scale: float) -> None:

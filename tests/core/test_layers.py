@@ -225,3 +225,14 @@ def test_relative_imports_resolve_and_cycles_are_found():
     assert targets == ["adla.export.parity", "adla.export.session", "adla.io"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_building_the_command_line_imports_no_torch():
+    """`adla --help` and argument errors stay instant: the parser is built without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from adla.app.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'onnxruntime', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
