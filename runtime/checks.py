@@ -4,6 +4,7 @@ not the same failure repeated for every scene after hours of work."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -67,10 +68,13 @@ def check_infer_args(args: argparse.Namespace) -> TileOptions:
     if args.tile is not None and args.tile < DEFAULT_MAX_STRIDE:
         raise AdlaError(f"--tile must be at least {DEFAULT_MAX_STRIDE}, got {args.tile}")
     TileOptions(overlap=args.overlap, batch=args.batch, workers=args.workers, score_thr=args.score)  # ranges
-    check_device(args.device)
-    if getattr(args, "ray", None) is not None:
+    if getattr(args, "ray", None) is None:
+        check_device(args.device)
+    else:  # the GPUs are the cluster's, not necessarily this machine's: checked against the cluster later
         from .ray_infer import require_ray
 
+        if args.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", args.device):
+            raise AdlaError(f"--device {args.device}: expected auto, cpu, cuda or cuda:N")
         if args.full_pass:
             raise AdlaError("--full-pass is not supported with --ray yet; run it without --ray")
         if args.actors is not None and args.actors < 1:

@@ -29,7 +29,7 @@ OPTS = TileOptions(tile=128, overlap=0.2, score_thr=0.8, batch=2)
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)  # a CPU cluster
     yield ray
     ray.shutdown()
 
@@ -177,3 +177,11 @@ def test_a_failed_ray_run_is_one_line_and_says_resume(local_ray, scenes, det_ckp
                                         r"\(RuntimeError: The actor died .*\); rerun with --resume") as err:
         infer_scenes_ray(scenes[:1], det_ckpt, tmp_path, OPTS, device="cpu", progress=False)
     assert "\n" not in str(err.value)
+
+
+def test_cuda_is_checked_against_the_cluster_not_this_machine(local_ray, scenes, det_ckpt, tmp_path):
+    """With --ray the GPUs are the cluster's: the name is checked here, the GPU count on the cluster."""
+    with pytest.raises(AdlaError, match="--device gpu: expected auto, cpu, cuda or cuda:N"):
+        _infer_cli(scenes[:1], det_ckpt, tmp_path, "--ray", "--device", "gpu")
+    with pytest.raises(AdlaError, match="--device cuda: the Ray cluster has no GPU"):
+        infer_scenes_ray(scenes[:1], det_ckpt, tmp_path, OPTS, device="cuda", progress=False)
