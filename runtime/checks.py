@@ -9,7 +9,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from adla.anchors import DEFAULT_MAX_STRIDE
 from adla.checks import check_device, check_writable_dir
 from adla.errors import AdlaError
 
@@ -64,10 +63,9 @@ def check_infer_args(args: argparse.Namespace) -> TileOptions:
     The tile side defaults to the model's fixed input size, else 800; a warning is printed when a
     fixed-size model is given a smaller tile. ``--score`` not given: the model's own threshold.
     """
-    # before the model is read: the smallest tile is the default anchors' largest stride (adla.anchors)
-    if args.tile is not None and args.tile < DEFAULT_MAX_STRIDE:
-        raise AdlaError(f"--tile must be at least {DEFAULT_MAX_STRIDE}, got {args.tile}")
-    TileOptions(overlap=args.overlap, batch=args.batch, workers=args.workers, score_thr=args.score)  # ranges
+    # the ranges (TileOptions checks them), before the model is read; a tile not given is resolved below
+    TileOptions(**({"tile": args.tile} if args.tile is not None else {}), overlap=args.overlap, batch=args.batch,
+                workers=args.workers, score_thr=args.score)
     if getattr(args, "ray", None) is None:
         check_device(args.device)
     else:  # the GPUs are the cluster's, not necessarily this machine's: checked against the cluster later

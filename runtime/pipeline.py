@@ -67,6 +67,14 @@ class SceneResult:
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
 
+def keep_classes(det: dict[str, torch.Tensor], keep_labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """One tile's detections on the CPU, only those of ``keep_labels`` (``class_filter``; None: all)."""
+    det = {k: v.cpu() for k, v in det.items()}
+    if keep_labels is not None:
+        det = {k: v[torch.isin(det["labels"], keep_labels)] for k, v in det.items()}
+    return det
+
+
 def class_filter(classes: tuple[str, ...] | list[str] | None, names: tuple[str, ...]) -> torch.Tensor | None:
     """Label ids [k] kept by ``classes`` (names or 0-based ids), or None for all."""
     if not classes:
@@ -226,10 +234,7 @@ class _TiledScene:
                 self.sink.write(dets)
 
     def filtered(self, det: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        det = {k: v.cpu() for k, v in det.items()}
-        if self.keep_labels is not None:
-            det = {k: v[torch.isin(det["labels"], self.keep_labels)] for k, v in det.items()}
-        return det
+        return keep_classes(det, self.keep_labels)
 
     def full_pass(self, reader: SceneReader) -> None:
         """The down-scaled whole-scene pass; first, as its boxes must be known before a tile box is final."""

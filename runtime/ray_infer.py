@@ -144,20 +144,14 @@ class _TileModel:
 
     def _detect(self, batch: dict[str, np.ndarray], rows: np.ndarray, hw: tuple[int, int]) -> list[dict]:
         from adla.anchors import generate_anchors
-        from adla.runtime.pipeline import run_batch
+        from adla.runtime.pipeline import keep_classes, run_batch
 
         if hw not in self.anchors:
             self.anchors[hw] = generate_anchors(self.backend.meta.anchors, *hw, device=self.backend.device)
         images = np.ascontiguousarray(batch["image"][rows, :, : hw[0], : hw[1]])
         sizes = [(int(batch["y1"][k] - batch["y0"][k]), int(batch["x1"][k] - batch["x0"][k])) for k in rows]
         dets = run_batch(self.backend, images, sizes, self.anchors[hw], self.cfg)
-        out = []
-        for d in dets:
-            d = {k: v.cpu() for k, v in d.items()}
-            if self.keep is not None:
-                d = {k: v[torch.isin(d["labels"], self.keep)] for k, v in d.items()}
-            out.append(d)
-        return out
+        return [keep_classes(d, self.keep) for d in dets]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _maybe_die("model")
