@@ -33,7 +33,7 @@ REAL_RECIPE = [
     "model.norm=gn", "data.rot90=true", "data.photometric=0.2", "optim.schedule=step", "optim.warmup_iters=100",
     "optim.ema=0.998", "optim.ema_warmup=100",
 ]
-REAL_PIXELS = 450 * 4 * 224 * 224  # training budget: 450 iterations of 4 crops of 224 px
+REAL_PIXELS = 900 * 4 * 224 * 224  # training budget: 900 iterations of 4 crops of 224 px (450: -5.4 car AP50, dev split)
 REAL_DECAY_AT = 5 / 6  # the step decay (x0.1) at this share of the budget
 
 
