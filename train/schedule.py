@@ -64,16 +64,20 @@ class WeightEMA:
         self.module.load_state_dict(state)
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler):
     """Shuffled indices that depend only on (seed, epoch), split across ranks, with a start offset.
 
     The order of an epoch is a pure function of its number, so a run resumed at any iteration sees
     the same samples as an uninterrupted one. Like DistributedSampler it pads by repetition so every
-    rank gets the same number of samples.
+    rank gets the same number of samples. With ``tag_epoch`` it yields ``(epoch, index)`` keys: the
+    epoch travels with each index to the dataset, so persistent loader workers (whose copy of the
+    dataset never sees ``set_epoch``) draw the views of the right epoch.
     """
 
-    def __init__(self, size: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, size: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 tag_epoch: bool = False):
         self.size = size
+        self.tag_epoch = tag_epoch
         self.seed = seed
         self.shuffle = shuffle
         self.rank = rank
@@ -97,7 +101,8 @@ class EpochSampler(Sampler[int]):
         return order[self.rank : total : self.world_size]
 
     def __iter__(self):
-        return iter(self._order()[self.start :])
+        order = self._order()[self.start :]
+        return iter([(self.epoch, i) for i in order] if self.tag_epoch else order)
 
     def __len__(self) -> int:
         return self.per_rank - self.start

@@ -207,7 +207,9 @@ class CocoDetection(torch.utils.data.Dataset):
         """Ground truth of image ``index`` without loading it: boxes [G,4] xyxy px, labels [G]."""
         return self._boxes[index].copy(), self._labels[index].copy()
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
+        # ``(epoch, index)`` from a sampler that tags its epoch (persistent loader workers), else an index
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rec = self.images[index]
         path = self.image_dir / rec["file_name"]
         arr = read_image(path)
@@ -218,7 +220,7 @@ class CocoDetection(torch.utils.data.Dataset):
         boxes = torch.from_numpy(self._boxes[index].copy())  # [G,4] xyxy
         labels = torch.from_numpy(self._labels[index].copy())
         if self.train:
-            rng = np.random.default_rng([self.seed % 2**32, self.epoch, index])
+            rng = np.random.default_rng([self.seed % 2**32, epoch, index])
             image, boxes, labels = augment(image, boxes, labels, self.augment, rng)
             h, w = image.shape[-2:]
         target = {"boxes": boxes.reshape(-1, 4), "labels": labels, "image_id": rec["id"], "size": (h, w),

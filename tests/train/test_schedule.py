@@ -33,3 +33,10 @@ def test_epoch_sampler_resume_and_ranks():
     r0, r1 = EpochSampler(5, seed=1, rank=0, world_size=2), EpochSampler(5, seed=1, rank=1, world_size=2)
     a, b = list(r0), list(r1)
     assert len(a) == len(b) == 3 and set(a) | set(b) == set(range(5))
+
+
+def test_epoch_sampler_tags_each_index_with_its_epoch():
+    plain, tagged = EpochSampler(6, seed=4), EpochSampler(6, seed=4, tag_epoch=True)
+    for s in (plain, tagged):
+        s.set_epoch(5, start=2)
+    assert list(tagged) == [(5, i) for i in plain]
