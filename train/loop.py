@@ -520,6 +520,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume, progress: bool, stop_after_it
                 if interrupted and info.is_main:
                     print(f"stopped after epoch {epoch + 1}; checkpoint {last_ckpt} (resume with --resume)")
                 break
+    del tr.loader  # its persistent workers exit here, not after the evaluation
     metrics = None
     if not interrupted and info.is_main:
         final = tr.save_final()

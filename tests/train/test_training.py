@@ -1,6 +1,7 @@
 """End-to-end training on synthetic data: learning, resume, DDP, signals."""
 
 import math
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -80,14 +81,20 @@ def test_resume_continues_exactly(synth, tmp_path, workers):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_persistent_workers_draw_each_epochs_views(synth, tmp_path):
+def test_persistent_workers_draw_each_epochs_views(synth, tmp_path, monkeypatch):
     # loader workers live for the whole run; the epoch travels with each index, so epoch 2's views (not
     # epoch 1's again) are drawn in the workers: bit-equal weights to the in-process loader
+    from adla.train import loop
+
+    workers_at_eval = []
+    monkeypatch.setattr(loop, "_final_metrics", lambda *a: workers_at_eval.append(
+        len(multiprocessing.active_children())) or {})
     base = ["optim.epochs=3", "data.batch_size=4", "assigner.name=adla", "data.rot90=true",
             "data.photometric=0.2", "data.crop=64"]
-    runs = {w: train(_cfg(synth, tmp_path / f"w{w}", *base, f"data.num_workers={w}"), progress=False,
-                     evaluate=False) for w in (0, 2)}
+    runs = {w: train(_cfg(synth, tmp_path / f"w{w}", *base, f"data.num_workers={w}"), progress=False)
+            for w in (0, 2)}
     assert runs[2].iterations == runs[0].iterations
+    assert workers_at_eval == [0, 0]  # the workers are gone before the evaluation starts
     a = load_checkpoint(tmp_path / "w0" / "model.pt")["model"]
     b = load_checkpoint(tmp_path / "w2" / "model.pt")["model"]
     for k in a:
