@@ -3,7 +3,8 @@
 Training a small detector from scratch moves its AP by several points from seed to seed, more than
 many published gains. ``adla demo --seeds N`` trains each assigner N times (seed k for both, so the
 runs pair up) and reports, per metric: each model's mean and sample standard deviation, and the
-paired difference (model B - model A, seed by seed) with its mean, standard deviation and range.
+paired difference (model B - model A, seed by seed) with its mean, standard deviation and range, and
+in how many seeds model B is ahead: a difference that changes sign from seed to seed is not a result.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def summarize(runs: dict[str, list[dict]], baseline: str, candidate: str,
               classes: list[str] | None = None) -> list[dict]:
     """One row per metric: {"metric", baseline: (mean, std), candidate: (mean, std), "diff": (mean, std),
-    "diff_range": (min, max), "values": {name: [per-seed values]}}. Runs are paired by position (seed)."""
+    "diff_range": (min, max), "ahead": seeds where candidate > baseline, "values": {name: [per-seed
+    values]}}. Runs are paired by position (seed)."""
     if len(runs[baseline]) != len(runs[candidate]):
         raise ValueError("paired runs need the same number of seeds for both models")
     rows = []
@@ -56,7 +58,8 @@ def summarize(runs: dict[str, list[dict]], baseline: str, candidate: str,
         per = {name: [_value(m, key) for m in ms] for name, ms in runs.items()}
         diffs = [c - b for b, c in zip(per[baseline], per[candidate])]  # type: ignore[operator]
         rows.append({"metric": key, baseline: mean_std(per[baseline]), candidate: mean_std(per[candidate]),
-                     "diff": mean_std(diffs), "diff_range": (min(diffs), max(diffs)), "values": per})
+                     "diff": mean_std(diffs), "diff_range": (min(diffs), max(diffs)),
+                     "ahead": sum(d > 0 for d in diffs), "values": per})
     return rows
 
 
@@ -65,11 +68,13 @@ def format_seed_table(rows: list[dict], baseline: str, candidate: str, labels: d
     """The summary as an aligned text table (metrics in %)."""
     labels = labels or {}
     lb, lc = labels.get(baseline, baseline), labels.get(candidate, candidate)
-    head = ["metric", f"{lb} mean+-std", f"{lc} mean+-std", f"{lc} - {lb} (paired)", "diff min..max"]
+    head = ["metric", f"{lb} mean+-std", f"{lc} mean+-std", f"{lc} - {lb} (paired)", "diff min..max",
+            f"{lc} ahead"]
     table = [head]
     for r in rows:
+        n = len(r["values"][candidate])
         table.append([r["metric"], _pm(r[baseline]), _pm(r[candidate]), _pm(r["diff"], signed=True),
-                      f"{r['diff_range'][0]:+.1f}..{r['diff_range'][1]:+.1f}"])
+                      f"{r['diff_range'][0]:+.1f}..{r['diff_range'][1]:+.1f}", f"{r['ahead']}/{n}"])
     lines = [format_table(table, align="lr")]
     if seeds is not None:
         lines.append(f"({seeds} seed(s) per model; std is the sample standard deviation over seeds)")

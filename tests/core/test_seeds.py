@@ -27,6 +27,10 @@ def test_paired_difference_per_seed():
     assert ap50["diff_range"] == pytest.approx((10.0, 15.0))
     table = format_seed_table(rows, "maxiou", "adla", {"maxiou": "max-IoU", "adla": "ADLA"}, seeds=2)
     assert "ADLA - max-IoU (paired)" in table and "+12.5 +- 3.5" in table and "+10.0..+15.0" in table
+    assert ap50["ahead"] == 2 and rows[1]["ahead"] == 2  # ADLA ahead in both seeds, on both metrics
+    assert "ADLA ahead" in table and table.splitlines()[2].rstrip().endswith("2/2")
+    mixed = summarize({"a": [_m(0.1, 0.3), _m(0.2, 0.4)], "b": [_m(0.3, 0.3), _m(0.1, 0.4)]}, "a", "b", ["car"])
+    assert [r["ahead"] for r in mixed] == [1, 0]  # +20 then -10; a tie is not ahead
 
 
 def test_unpaired_runs_are_refused():
