@@ -26,10 +26,10 @@ from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig, postprocess
 from adla.runtime.backends import Backend, load_backend
 from adla.runtime.merge import Detections, LocalMerger, cat_detections, single_thread
-from adla.runtime.options import TileOptions
+from adla.runtime.options import PREVIEW_SCORE, TileOptions
 from adla.runtime.readers import SceneInfo, SceneReader
 from adla.runtime.tiling import parse_shard, shard, tile_windows
-from adla.runtime.writers import PREVIEW_SCORE, SceneWriter
+from adla.runtime.writers import SceneWriter
 from adla.tables import format_table
 
 SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".png", ".jpg", ".jpeg")

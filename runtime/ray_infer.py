@@ -32,7 +32,7 @@ from tqdm import tqdm
 from adla.errors import AdlaError
 from adla.runtime.backends import read_model_meta
 from adla.runtime.merge import LocalMerger
-from adla.runtime.options import TileOptions
+from adla.runtime.options import PREVIEW_SCORE, TileOptions
 from adla.runtime.pipeline import (
     SceneResult,
     failed_scene,
@@ -43,7 +43,7 @@ from adla.runtime.pipeline import (
 )
 from adla.runtime.readers import SceneReader
 from adla.runtime.tiling import tile_windows
-from adla.runtime.writers import PREVIEW_SCORE, SceneWriter
+from adla.runtime.writers import SceneWriter
 
 INSTALL_HINT = "--ray needs Ray Data: pip install 'adla[ray]' (or pip install 'ray[data]')"
 FAULT_ENV = "ADLA_RAY_KILL"  # "read|model:CALL:MARKER": kill that stage's process once, at its CALL-th call

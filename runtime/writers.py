@@ -103,8 +103,6 @@ def geojson_dict(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
     return out
 
 
-
-
 def _draw_boxes(draw, boxes: np.ndarray, labels: list[int], scale: float) -> None:
     for (x0, y0, x1, y1), c in zip((boxes / scale).tolist(), labels):
         draw.rectangle([x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)], outline=PALETTE[c % len(PALETTE)], width=1)
