@@ -7,22 +7,39 @@ A checkpoint is a dict saved with ``torch.save``::
      "model": state_dict, "epoch": int (epochs completed), "iteration": int,
      "optimizer", "scheduler", "scaler", "rng": training state for --resume (absent in weights-only files),
      "metrics": {...}}
+
+Only tensors and plain data (dicts, lists, tuples, str, numbers, None) go in, and a checkpoint is loaded
+with ``torch.load(..., weights_only=True)``: a checkpoint is a file users share and download, and
+loading it never runs code from it. Checkpoints written before the RNG state was stored as plain data
+hold numpy arrays (numpy's RNG key); those load under an allowlist of exactly numpy's array
+reconstruction, scoped to that one load, and only when nothing else in the file needs a global.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from adla.config import RunConfig, config_from_dict, to_dict
-from adla.errors import AdlaError
+from adla.errors import AdlaError, one_line
 from adla.io import atomic_path
 from adla.model import Detector, build_detector
 
 FORMAT = "adla-checkpoint"
 VERSION = 1
+
+# what a numpy array in a pickle names: in the RNG state of checkpoints written before it was stored as
+# plain lists (numpy >= 2 writes numpy._core, numpy 1.x numpy.core)
+_NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
+_LEGACY_GLOBALS = [(_NP_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
+                   (_NP_RECONSTRUCT, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+                   type(np.dtype(np.uint32))]
+_LEGACY_NAMES = {"numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "numpy.ndarray",
+                 "numpy.dtype"}
 
 
 def save_checkpoint(path: str | Path, cfg: RunConfig, model: torch.nn.Module, class_names: list[str],
@@ -47,10 +64,7 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise AdlaError("checkpoint not found", path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise AdlaError(f"not a readable checkpoint ({exc.__class__.__name__}: {exc})", path) from exc
+    ckpt = _load_data(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise AdlaError("not an adla checkpoint (no 'format: adla-checkpoint' entry)", path)
     if ckpt.get("version", 0) > VERSION:
@@ -63,6 +77,40 @@ def load_checkpoint(path: str | Path) -> dict:
     except AdlaError as exc:
         raise AdlaError(f"checkpoint config is invalid: {exc}", path) from exc
     return ckpt
+
+
+def _load_data(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, never code from the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = exc
+    except Exception as exc:
+        raise AdlaError(f"not a readable checkpoint ({_why(exc)})", path) from exc
+    try:
+        names = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception as exc:  # an old-style (non-zip) or broken file: no globals to list
+        raise AdlaError(f"not a readable checkpoint ({_why(first)})", path) from exc
+    if not names:
+        raise AdlaError(f"not a readable checkpoint ({_why(first)})", path) from first
+    if not names <= _LEGACY_NAMES:
+        foreign = ", ".join(sorted(names - _LEGACY_NAMES))
+        raise AdlaError(f"refused: loading it would call {foreign}; a checkpoint holds only tensors and "
+                        "plain data, and adla never runs code from a file", path) from first
+    try:
+        with torch.serialization.safe_globals(_LEGACY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AdlaError(f"not a readable checkpoint ({_why(exc)})", path) from exc
+
+
+def _why(exc: BaseException) -> str:
+    """``exc`` in a few words: torch's weights-only message is a paragraph around one useful line."""
+    text = one_line(exc)
+    _, sep, rest = text.partition("WeightsUnpickler error: ")
+    if sep:
+        text = rest.split(" Check the documentation")[0]
+    return f"{exc.__class__.__name__}: {text[:300]}"
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Detector, dict]:

@@ -134,10 +134,14 @@ class _StopFlag:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The global RNG states as a tensor and plain data (a checkpoint loads with weights_only=True)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": (name, key.tolist(), pos, has_gauss, gauss),
+            "python": random.getstate()}
 
 
 def _set_rng_state(state: dict) -> None:
+    """Restore ``_rng_state()`` (numpy's key a list, or an array in checkpoints written before)."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])

@@ -62,9 +62,9 @@ def test_checkpoint_keeps_typed_assigner_params(tmp_path):
                                                   "assigner.params.alpha0=0.5"])
     cfg = load_checkpoint(path)["run_config"]
     assert cfg.assigner.params == AdlaParams(dynamic=False, alpha0=0.5)
-    stored = torch.load(path, weights_only=False)["config"]["assigner"]
+    stored = torch.load(path, weights_only=True)["config"]["assigner"]
     assert stored["params"] == to_dict(AdlaParams(dynamic=False, alpha0=0.5))  # every field, a plain dict
-    assert to_dict(cfg) == torch.load(path, weights_only=False)["config"]
+    assert to_dict(cfg) == torch.load(path, weights_only=True)["config"]
 
 
 @pytest.mark.parametrize("assigner, expected", [
@@ -74,7 +74,7 @@ def test_checkpoint_keeps_typed_assigner_params(tmp_path):
     ({"name": "adla"}, AdlaParams()),
 ])
 def test_old_checkpoint_params_dict_becomes_typed(tmp_path, assigner, expected):
-    ck = torch.load(make_checkpoint(tmp_path / "new.pt"), weights_only=False)
+    ck = torch.load(make_checkpoint(tmp_path / "new.pt"), weights_only=True)
     ck["config"]["assigner"] = assigner
     torch.save(ck, tmp_path / "old.pt")
     cfg = load_checkpoint(tmp_path / "old.pt")["run_config"]
@@ -99,7 +99,7 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         load_checkpoint(other)
     # weights of one architecture under another's config
     wide = make_checkpoint(tmp_path / "wide.pt", ["model.head_channels=64"])
-    ck = torch.load(wide, weights_only=False)
+    ck = torch.load(wide, weights_only=True)
     ck["config"] = to_dict(load_config(overrides=TINY_OVERRIDES))
     torch.save(ck, tmp_path / "mismatch.pt")
     with pytest.raises(AdlaError, match="do not match"):

@@ -81,8 +81,8 @@ def test_corrupt_and_mismatched_checkpoints(tiny_ckpt, tmp_path):
     with pytest.raises(AdlaError, match="garbage.pt"):
         export_onnx(bad, tmp_path / "x.onnx", input_size=SIZE)
     other = make_checkpoint(tmp_path / "wide.pt", ["model.head_channels=64"])
-    ckpt = torch.load(tiny_ckpt, weights_only=False)
-    ckpt["model"] = torch.load(other, weights_only=False)["model"]
+    ckpt = torch.load(tiny_ckpt, weights_only=True)
+    ckpt["model"] = torch.load(other, weights_only=True)["model"]
     mixed = tmp_path / "mixed.pt"
     torch.save(ckpt, mixed)
     with pytest.raises(AdlaError, match="do not match"):
