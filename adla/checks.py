@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,3 +104,93 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
     if why:
         raise AdlaError(f"{what} cannot be written: {why}", path)
     return path
+
+
+def _file_key(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` names (through symlinks), or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path once resolved, or the same device and inode
+    (a hard link, a symlink, another spelling of the path)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    key = _file_key(a)
+    return key is not None and key == _file_key(b)
+
+
+class Inputs:
+    """A command's input files ({description: path}, None skipped), indexed by resolved path and by
+    (device, inode), so that each output is checked against all of them at once."""
+
+    def __init__(self, inputs: dict[str, str | Path | None]):
+        self._index: dict[object, tuple[str, str | Path]] = {}
+        for name, path in inputs.items():
+            if path is None:
+                continue
+            self._index.setdefault(Path(path).resolve(), (name, path))
+            key = _file_key(path)
+            if key is not None:
+                self._index.setdefault(key, (name, path))
+
+    def check(self, out: str | Path, what: str = "--out") -> Path:
+        """``out`` as a Path; AdlaError naming both when it is one of the inputs: writing the output would
+        destroy that input."""
+        out = Path(out)
+        key = _file_key(out)
+        hit = self._index.get(out.resolve()) or (self._index.get(key) if key is not None else None)
+        if hit is not None:
+            name, inp = hit
+            raise AdlaError(f"{what} is the input {name} ({inp}): writing it would destroy that input; "
+                            f"choose another {what}", out)
+        return out
+
+
+def check_not_input(out: str | Path, inputs: dict[str, str | Path | None], what: str = "--out") -> Path:
+    """``out`` as a Path; AdlaError naming both when it is one of ``inputs`` ({description: path}, None
+    skipped), by resolved path or by device and inode (a hard link, a symlink)."""
+    return Inputs(inputs).check(out, what)
+
+
+def check_replaceable(out: str | Path, ours: Callable[[Path], object], *, overwrite: bool | None,
+                      what: str = "--out", kind: str = "an output of this command") -> Path:
+    """``out`` as a Path; AdlaError when it exists, was not written by this command (``ours(out)`` is False:
+    no adla mark of its kind) and ``overwrite`` is not set. ``overwrite=None``: the command has no
+    --overwrite, the user deletes the file or picks another path."""
+    out = Path(out)
+    if (out.exists() or out.is_symlink()) and not overwrite and not _safely(ours, out):
+        how = "delete it" if overwrite is None else "use --overwrite to replace it"
+        raise AdlaError(f"exists and is not {kind}; {how} or choose another {what}", out)
+    return out
+
+
+def _safely(test: Callable[[Path], object], path: Path) -> bool:
+    """``test(path)``, False when it raises (an unreadable or foreign file is not ours)."""
+    try:
+        return bool(test(path))
+    except Exception:  # noqa: BLE001 - any failure to recognise the file means it is not ours
+        return False
+
+
+def json_is(test: Callable[[object], bool]) -> Callable[[Path], bool]:
+    """A predicate for ``check_replaceable``: the file parses as JSON and ``test`` holds for it."""
+    import json
+
+    def check(path: Path) -> bool:
+        with open(path) as f:
+            return bool(test(json.load(f)))
+    return check
+
+
+def check_output(out: str | Path, inputs: dict[str, str | Path | None], *, ours: Callable[[Path], object],
+                 overwrite: bool | None, what: str = "--out", kind: str = "an output of this command") -> Path:
+    """``out`` as a Path, checked before any work: writable (``check_output_file``), none of ``inputs``
+    (``check_not_input``), and not an existing file this command did not write (``check_replaceable``)."""
+    out = check_output_file(out, what)
+    check_not_input(out, inputs, what)
+    return check_replaceable(out, ours, overwrite=overwrite, what=what, kind=kind)

@@ -29,18 +29,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="score threshold (default: the checkpoint's, 0.05 in the AI-TOD setting)")
     ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     ev.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace an --out / --save-results file that adla evaluate did not write")
     ev.set_defaults(func=_evaluate)
 
 
+def _is_metrics(data: object) -> bool:
+    """What ``adla evaluate --out`` writes: a dict with the ground truth, the source and the APs."""
+    return isinstance(data, dict) and {"ann", "source", "AP"} <= data.keys()
+
+
+def _is_results(data: object) -> bool:
+    """What ``--save-results`` writes: a list of COCO detections."""
+    return isinstance(data, list) and all(isinstance(d, dict) and {"image_id", "score"} <= d.keys() for d in data)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: no output is an input, or another output, or a file adla evaluate did not write
+    (unless --overwrite)."""
+    from adla.checks import check_not_input, check_output_file, check_replaceable, json_is
+
+    inputs = {"--ann": args.ann, "--ckpt": args.ckpt,
+              **{f"--results {p}": p for p in args.results or []}}
+    outs = ((args.out, "--out", _is_metrics, "a metrics file of adla evaluate"),
+            (args.save_results, "--save-results", _is_results, "a COCO results file"))
+    for out, flag, ours, kind in outs:
+        if out is not None:
+            check_output_file(out, flag)
+            check_not_input(out, inputs, flag)
+            check_replaceable(out, json_is(ours), overwrite=args.overwrite, what=flag, kind=kind)
+    if args.out is not None and args.save_results is not None:
+        check_not_input(args.save_results, {"--out": args.out}, "--save-results")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from adla.checks import check_device, check_output_file
+    from adla.checks import check_device
     from adla.io import write_json
     from adla.metrics import evaluate_detections, format_metrics_table, load_gt, load_results
 
     check_device(args.device)
-    for out, flag in ((args.out, "--out"), (args.save_results, "--save-results")):
-        if out is not None:
-            check_output_file(out, flag)
+    _check_outputs(args)
     gt = load_gt(args.ann)
     if args.results is not None:
         if args.images or args.save_results:

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="continue from <out>/last.pt, or from CKPT")
     p.add_argument("--overwrite", action="store_true",
-                   help="start again in an --out that holds a run, deleting its last.pt, model.pt, metrics and log")
+                   help="start again in an --out that holds a run, deleting its last.pt, model.pt, metrics and log "
+                        "(and replace a config.yaml, metrics.json or log.csv there that adla train did not write)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation at the end")
     p.set_defaults(func=_train)
@@ -30,11 +31,12 @@ def _train(args) -> int:
     from adla.metrics import format_metrics_table
     from adla.train.distributed import pick_device
     from adla.train.loop import train
-    from adla.train.run_dir import prepare_run_dir
+    from adla.train.run_dir import check_config_output, prepare_run_dir
 
     overrides = list(args.set) + ([f"out_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides)
     pick_device(args.device)  # a missing GPU is one line, before any work
+    check_config_output(cfg, args.config)
     stale = prepare_run_dir(cfg.out_dir, resume=bool(args.resume), overwrite=args.overwrite,
                             is_main=os.environ.get("RANK", "0") == "0")
     if stale:

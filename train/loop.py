@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from adla.anchors import generate_anchors
 from adla.checkpoint import load_checkpoint, save_checkpoint
-from adla.config import RunConfig, dump_yaml, to_dict
+from adla.config import RunConfig, to_dict
 from adla.data.augment import AugmentOptions
 from adla.data.coco import CocoDetection, collate
 from adla.data.verify import check_has_boxes, check_image_headers
@@ -42,6 +42,7 @@ from adla.model import build_detector
 from adla.train.assigners import build_assigner
 from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from adla.train.loss import AssignStats, DetectionLoss
+from adla.train.run_dir import resolved_config_text
 from adla.train.schedule import EpochSampler, WeightEMA, lr_factor
 
 
@@ -425,7 +426,9 @@ def _open_outputs(cfg: RunConfig, info: DistInfo):
         return None
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", dump_yaml(cfg))
+    text = resolved_config_text(cfg)
+    if not ((out / "config.yaml").is_file() and (out / "config.yaml").read_text() == text):
+        write_text(out / "config.yaml", text)  # the same text stays as it is (it may be the given config)
     try:
         from torch.utils.tensorboard import SummaryWriter
         return SummaryWriter(str(out / "tb"))

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     conv.add_argument("--include", help="glob on image file names, e.g. 'MOS*'")
     conv.add_argument("--downscale", type=float, default=1.0, help="resize factor in (0, 1], e.g. 0.5")
     conv.add_argument("--out-images", type=Path, help="folder for resized images (with --downscale)")
+    conv.add_argument("--overwrite", action="store_true",
+                      help="replace an --out json or resized images that adla data convert did not write")
     conv.set_defaults(func=_convert)
 
     syn = data_sub.add_parser("synth", help="write a synthetic tiny-object data set (train.json, val.json, PNGs)")
@@ -55,7 +57,7 @@ def _convert(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     summary = convert_dataset(args.format, args.images, args.labels, args.out, class_names=classes,
                               names_file=args.names, include=args.include, downscale=args.downscale,
-                              out_images_dir=args.out_images, progress=True)
+                              out_images_dir=args.out_images, progress=True, overwrite=args.overwrite)
     print(format_summary(summary))
     return 0
 

@@ -23,13 +23,15 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from adla.checks import Inputs, check_replaceable, json_is, same_file
 from adla.errors import AdlaError
-from adla.io import atomic_path, write_json
+from adla.io import atomic_path, write_json, write_text
 from adla.tables import format_table
 
 FORMATS = ("dota", "yolo", "yolo-obb", "airbus-csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PROBLEMS = 10  # malformed lines listed in a summary
+IMAGES_MARK = ".adla-convert"  # in a folder of resized images written by adla data convert
 
 
 @dataclass
@@ -301,17 +303,52 @@ def _coco_records(parsed: _Parsed, class_names: list[str], images_dir: Path, res
     return coco_images, annotations, sizes, per_class
 
 
+def _is_converted(data: object) -> bool:
+    """A COCO json written by ``convert_dataset``."""
+    info = data.get("info") if isinstance(data, dict) else None
+    return isinstance(info, dict) and str(info.get("description", "")).endswith("by adla")
+
+
+def _check_outputs(out_json: Path, resized: list[Path], resized_dir: Path | None, images_dir: Path,
+                   images: list[Path], labels: Path, names_file: Path | None, overwrite: bool) -> None:
+    """Before anything is written: no output is an input (by path or by inode), and no output replaces a
+    file that adla data convert did not write, unless ``overwrite``."""
+    inputs: dict[str, Path | None] = {"--labels": labels, "--names": names_file, "--images": images_dir}
+    if labels.is_dir():  # the label files read: one per image (_parse_labels)
+        inputs.update({f"label file {p.stem}.txt": labels / f"{p.stem}.txt" for p in images})
+    inputs.update({f"image {p.name}": p for p in images})
+    index = Inputs(inputs)
+    index.check(out_json)
+    check_replaceable(out_json, json_is(_is_converted), overwrite=overwrite,
+                      kind="a COCO json written by adla data convert")
+    if resized_dir is None:
+        return
+    if same_file(resized_dir, images_dir):
+        raise AdlaError(f"--out-images is the input --images folder ({images_dir}): its images would be "
+                        "replaced by resized copies; choose another --out-images", resized_dir)
+    for dst in resized:
+        index.check(dst, "--out-images")
+    ours = (resized_dir / IMAGES_MARK).is_file()
+    existing = [dst for dst in resized if dst.exists() or dst.is_symlink()]
+    if existing and not ours and not overwrite:
+        raise AdlaError(f"--out-images already holds {len(existing)} of the files it would write "
+                        f"({existing[0].name}, ...) and was not written by adla data convert; use --overwrite "
+                        "to replace them or choose another --out-images", resized_dir)
+
+
 def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, out_json: str | Path, *,
                     class_names: list[str] | None = None, names_file: str | Path | None = None,
                     include: str | None = None, downscale: float = 1.0,
-                    out_images_dir: str | Path | None = None, progress: bool = False) -> dict:
+                    out_images_dir: str | Path | None = None, progress: bool = False,
+                    overwrite: bool = False) -> dict:
     """Convert a labelled image folder to COCO json (boxes xywh pixels, categories 1..C).
 
     fmt: "dota" | "yolo" | "yolo-obb" | "airbus-csv" (``labels_dir`` is then the CSV file; images are
     searched recursively under ``images_dir`` and CSV rows of absent images are skipped).
     Class names: ``class_names`` or ``names_file``; otherwise the sorted names found (DOTA, Airbus) or
     ``class0..`` up to the largest index (YOLO). ``include``: a glob on image file names ("MOS*").
-    Returns a summary dict: images, boxes, per_class, median_size_px (sqrt(w*h), after downscaling),
+    No output may be an input; an existing output not written by this function is replaced only with
+    ``overwrite``. Returns a summary dict: images, boxes, per_class, median_size_px (sqrt(w*h), after downscaling),
     dropped {reason: count}, problems (first few "file:line: what"), num_problems, image_dir, out_json.
     """
     if fmt not in FORMATS:
@@ -319,6 +356,7 @@ def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, ou
     if not (0 < downscale <= 1):
         raise AdlaError(f"downscale must be in (0, 1], got {downscale}")
     if names_file is not None:
+        names_file = Path(names_file)
         class_names = read_names(names_file)
     images_dir, labels_dir, out_json = Path(images_dir), Path(labels_dir), Path(out_json)
     report = _Report()
@@ -335,6 +373,11 @@ def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, ou
     resized_dir = None
     if downscale != 1.0:
         resized_dir = Path(out_images_dir) if out_images_dir else out_json.parent / f"{out_json.stem}_images"
+    resized = [] if resized_dir is None else \
+        [resized_dir / p.relative_to(images_dir).with_suffix(".png") for p in images]
+    _check_outputs(out_json, resized, resized_dir, images_dir, images, labels_dir, names_file, overwrite)
+    if resized_dir is not None:
+        write_text(resized_dir / IMAGES_MARK, "resized images written by adla data convert\n")
 
     parsed, no_label = _parse_labels(fmt, images, labels_dir, airbus, report, progress)
     if class_names is None:
