@@ -13,7 +13,9 @@ Outputs per scene in --out: STEM.coco.json (COCO dict; category_id = class index
 STEM.geojson (box polygons in the scene's CRS, pixel coordinates when it has none), STEM.preview.jpg.
 Detections are merged and written as tiles complete: while a scene runs, STEM.partial.geojsonl
 (GeoJSONSeq, one feature per line) holds every final detection so far, so a killed run leaves it
-readable; the three outputs appear atomically when the scene ends (--resume skips finished scenes).
+readable; the three outputs appear atomically when the scene ends, then STEM.done.json (the files and
+their sizes: --resume skips a scene only when it is there and the files match). A scene is locked
+(.STEM.lock) while it runs: a second adla infer into the same --out skips it and says who holds it.
 Many scenes over several processes or GPUs: start one process per shard with --shard i/n
 (i = 0..n-1); scene k of the (folder-expanded) list goes to shard k % n, e.g.
   CUDA_VISIBLE_DEVICES=0 adla infer scenes/ --model m.onnx --out out --shard 0/2 &
@@ -84,7 +86,7 @@ def register(subparsers) -> None:
                    help=f"draw boxes of at least this score in the preview (default {PREVIEW_SCORE}; the outputs "
                         "keep all)")
     p.add_argument("--resume", action="store_true",
-                   help="skip scenes whose outputs are complete in --out (STEM.coco.json is written last)")
+                   help="skip scenes whose outputs are complete in --out (STEM.done.json, written last, lists them)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Ray Data: a local Ray instance (no ADDRESS) or the cluster at ADDRESS "
                         "(auto, HOST:PORT, ray://HOST:10001); needs pip install 'adla[ray]'")

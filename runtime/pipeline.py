@@ -25,6 +25,7 @@ from adla.anchors import generate_anchors
 from adla.errors import AdlaError
 from adla.postprocess import PostprocessConfig, postprocess
 from adla.runtime.backends import Backend, load_backend
+from adla.runtime.claims import SceneClaim, clean_partials, is_complete, manifest_state
 from adla.runtime.merge import Detections, LocalMerger, cat_detections, single_thread
 from adla.runtime.options import PREVIEW_SCORE, TileOptions
 from adla.runtime.readers import SceneInfo, SceneReader
@@ -55,7 +56,8 @@ class SceneResult:
     count: int = 0  # detections (streamed to the outputs; boxes/scores/labels hold them only in memory runs)
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds per phase (Phases.NAMES)
     pending_peak: int = 0  # most boxes the merge held waiting at once
-    skipped: bool = False  # --resume: outputs already there
+    skipped: bool = False  # not run: done before (--resume), or another run has it
+    note: str = ""  # why it was skipped, for the summary
 
     @property
     def num_detections(self) -> int:
@@ -381,7 +383,7 @@ def summary_table(results: list[SceneResult], footer: str = PIPELINE_FOOTER) -> 
         if r.error:
             rows.append((r.path.name, "-", "-", "-", "-", "-", "-", "FAILED"))
         elif r.skipped:
-            rows.append((r.path.name, "-", "-", "-", "-", "-", "-", "done before (--resume)"))
+            rows.append((r.path.name, "-", "-", "-", "-", "-", "-", r.note or "done before (--resume)"))
         else:
             ph = "/".join(f"{r.phases.get(k, 0.0):.1f}" for k in Phases.NAMES)
             rows.append((r.path.name, f"{r.width}x{r.height}", f"{r.tiles} ({r.tiles_run} run)",
@@ -395,20 +397,51 @@ def summary_table(results: list[SceneResult], footer: str = PIPELINE_FOOTER) -> 
     return "\n".join(lines)
 
 
+@dataclass
+class PlannedScene:
+    """A scene of a run: its file, its output stem, whether its outputs were complete when planned
+    (``--resume``) and its manifest's state then (another run may finish it meanwhile)."""
+
+    path: Path
+    stem: str
+    done: bool
+    seen: tuple[int, int] | None
+
+
 def plan_scenes(scene_paths: list[str | Path], out_dir: str | Path, *, shard_spec: str | None = None,
-                resume: bool = False) -> list[tuple[Path, str, bool]]:
-    """The scenes as (path, output stem, done before), in order.
+                resume: bool = False) -> list[PlannedScene]:
+    """The scenes of a run, in order.
 
     Folders are expanded; ``shard_spec`` "i/n" keeps scene k with k % n == i; ``resume`` skips scenes whose
-    ``{stem}.coco.json`` (written last, atomically) exists in ``out_dir``.
+    outputs are complete in ``out_dir`` (their manifest ``{stem}.done.json``, written last, lists every file
+    at its size: ``adla.runtime.claims.is_complete``).
     """
     scenes = expand_scenes(list(scene_paths))
     if shard_spec:
         scenes = shard(scenes, *parse_shard(shard_spec))
     if not scenes:
         raise AdlaError("no scenes to process")
-    return [(path, stem, resume and (Path(out_dir) / f"{stem}.coco.json").is_file())
+    return [PlannedScene(path, stem, resume and is_complete(out_dir, stem), manifest_state(out_dir, stem))
             for path, stem in zip(scenes, _unique_stems(scenes))]
+
+
+def claim_scene(scene: PlannedScene, out_dir: str | Path) -> SceneClaim | SceneResult:
+    """The claim on a scene's outputs, or the result that says why it is skipped: done before
+    (``--resume``; its leftover partial files removed), written by another run meanwhile, or being written
+    by another run now; or failed (the lock cannot be taken)."""
+    try:
+        claim = SceneClaim.take(out_dir, scene.stem)
+    except AdlaError as exc:  # e.g. a link planted as the lock file: this scene fails, the others run
+        return failed_scene(scene.path, exc)
+    if isinstance(claim, str):
+        return SceneResult(path=scene.path, skipped=True, note=f"skipped: {claim}")
+    if scene.done or manifest_state(out_dir, scene.stem) != scene.seen:
+        if scene.done:
+            clean_partials(out_dir, scene.stem)
+        claim.release()
+        note = "done before (--resume)" if scene.done else "skipped: another adla run finished it meanwhile"
+        return SceneResult(path=scene.path, skipped=True, note=note)
+    return claim
 
 
 def open_writer(reader: SceneReader, out_dir: str | Path, stem: str, class_names: list[str], *,
@@ -431,8 +464,9 @@ def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir:
                  preview_size: int = 2048, print_summary: bool = True, resume: bool = False,
                  preview_score: float = PREVIEW_SCORE, progress: bool = True) -> list[SceneResult]:
     """Run tiled inference over scenes (see ``plan_scenes``) in this process and stream per scene
-    ``{stem}.coco.json``, ``{stem}.geojson`` and ``{stem}.preview.jpg`` into ``out_dir`` (``SceneWriter``:
-    a killed run leaves ``{stem}.partial.geojsonl``).
+    ``{stem}.coco.json``, ``{stem}.geojson``, ``{stem}.preview.jpg`` and last the manifest ``{stem}.done.json``
+    into ``out_dir`` (``SceneWriter``: a killed run leaves ``{stem}.partial.geojsonl``). Each scene is
+    claimed first (``claim_scene``): a scene that another run is writing is skipped and said so.
 
     A scene that cannot be read is reported (its ``SceneResult.error``) and the others still run. Prints
     the summary table. ``adla.runtime.ray_infer.infer_scenes_ray`` does the same on Ray Data.
@@ -441,24 +475,26 @@ def infer_scenes(scene_paths: list[str | Path], model_path: str | Path, out_dir:
     plan = plan_scenes(scene_paths, out_dir, shard_spec=shard_spec, resume=resume)
     backend = load_backend(model_path, device)
     results = []
-    for path, stem, done in plan:
-        if done:
-            results.append(SceneResult(path=path, skipped=True))
+    for scene in plan:
+        claim = claim_scene(scene, out_dir)
+        if isinstance(claim, SceneResult):
+            results.append(claim)
             continue
         reader = writer = None
         try:
-            reader = SceneReader(path, bands=options.bands)
-            writer = open_writer(reader, out_dir, stem, list(backend.meta.class_names), preview_size=preview_size,
-                                 preview_score=preview_score)
+            reader = SceneReader(scene.path, bands=options.bands)
+            writer = open_writer(reader, out_dir, scene.stem, list(backend.meta.class_names),
+                                 preview_size=preview_size, preview_score=preview_score)
             result = infer_reader(reader, backend, options, progress=progress, sink=writer)
             result.outputs = writer.outputs
         except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the others; reported in the summary
-            result = failed_scene(path, exc)
+            result = failed_scene(scene.path, exc)
             if writer is not None:
                 writer.abort()
         finally:
             if reader is not None:
                 reader.close()
+            claim.release()
         results.append(result)
     if print_summary:
         print(summary_table(results))

@@ -31,10 +31,12 @@ from tqdm import tqdm
 
 from adla.errors import AdlaError
 from adla.runtime.backends import read_model_meta
+from adla.runtime.claims import SceneClaim
 from adla.runtime.merge import LocalMerger
 from adla.runtime.options import PREVIEW_SCORE, TileOptions
 from adla.runtime.pipeline import (
     SceneResult,
+    claim_scene,
     failed_scene,
     input_size,
     open_writer,
@@ -211,6 +213,7 @@ class _SceneRun:
     tiles_run: int = 0
     count: int = 0
     error: str | None = None
+    claim: SceneClaim | None = None  # the right to write the scene's outputs, held by the driver
 
     def emit(self, dets: dict[str, torch.Tensor]) -> None:
         if len(dets["scores"]):
@@ -235,15 +238,17 @@ def _actor_resources(ray, device: str, actors: int | None) -> tuple[str, int, di
 
 
 def _open_scenes(plan, out_dir, options: TileOptions, meta) -> tuple[list[_SceneRun | SceneResult], list[dict]]:
-    """Read each scene's header on the driver (errors are the scene's result) -> runs and scene rows."""
+    """Claim each scene and read its header on the driver (errors are the scene's result) -> runs and
+    scene rows. The driver holds each claim until its scene is written or has failed."""
     runs: list[_SceneRun | SceneResult] = []
     rows = []
-    for path, stem, done in plan:
-        if done:
-            runs.append(SceneResult(path=path, skipped=True))
+    for scene in plan:
+        claim = claim_scene(scene, out_dir)
+        if isinstance(claim, SceneResult):
+            runs.append(claim)
             continue
         try:
-            reader = SceneReader(path, bands=options.bands)
+            reader = SceneReader(scene.path, bands=options.bands)
             try:
                 height, width = reader.height, reader.width
             finally:
@@ -251,11 +256,13 @@ def _open_scenes(plan, out_dir, options: TileOptions, meta) -> tuple[list[_Scene
             windows = tile_windows(height, width, options.tile, options.overlap)
             in_h, in_w = input_size(meta.input_size, windows, options.tile, stride=meta.anchors.max_stride)
         except Exception as exc:  # noqa: BLE001 - the scene fails, the others run
-            runs.append(failed_scene(path, exc))
+            claim.release()
+            runs.append(failed_scene(scene.path, exc))
             continue
-        rows.append({"scene": len(runs), "path": str(path), "height": height, "width": width, "tile": options.tile,
-                     "overlap": options.overlap, "in_h": in_h, "in_w": in_w})
-        runs.append(_SceneRun(path=path, stem=stem, width=width, height=height, windows=windows))
+        rows.append({"scene": len(runs), "path": str(scene.path), "height": height, "width": width,
+                     "tile": options.tile, "overlap": options.overlap, "in_h": in_h, "in_w": in_w})
+        runs.append(_SceneRun(path=scene.path, stem=scene.stem, width=width, height=height, windows=windows,
+                              claim=claim))
     return runs, rows
 
 
@@ -274,6 +281,8 @@ def _finish_scene(run: _SceneRun, meta) -> SceneResult:
     assert run.merger is not None and run.writer is not None
     run.emit(run.merger.finish())
     outputs = run.writer.close()
+    if run.claim is not None:
+        run.claim.release()
     return SceneResult(path=run.path, width=run.width, height=run.height, tiles=len(run.windows),
                        tiles_run=run.tiles_run, seconds=time.perf_counter() - run.t0,
                        class_names=list(meta.class_names), count=run.count, outputs=outputs,
@@ -317,6 +326,8 @@ def _consume(batch: dict[str, np.ndarray], runs, state: dict, bar) -> None:
             run.error = str(exc)
             if run.writer is not None:
                 run.writer.abort()
+            if run.claim is not None:
+                run.claim.release()
             runs[int(batch["scene"][r])] = failed_scene(run.path, exc)
 
 
@@ -358,6 +369,9 @@ def infer_scenes_ray(scene_paths: list[str | Path], model_path: str | Path, out_
         finally:
             if started:
                 ray.shutdown()
+            for r in runs:  # scenes never finished (a Ray error, or no tiles back): their claims go
+                if isinstance(r, _SceneRun) and r.claim is not None:
+                    r.claim.release()
     results = [r if isinstance(r, SceneResult) else failed_scene(r.path, AdlaError("tiles missing", r.path))
                for r in runs]
     if print_summary:
@@ -391,6 +405,8 @@ def _run_ray(ray, rows: list[dict], runs: list, model_path, out_dir, options: Ti
             _consume(batch, runs, state, bar)
     finally:
         bar.close()
-        for r in runs:  # anything left open (an error above): no partial outputs
+        for r in runs:  # anything left open (an error above): partial outputs kept, claims released
             if isinstance(r, _SceneRun) and r.writer is not None and not r.error:
                 r.writer.abort()
+            if isinstance(r, _SceneRun) and r.claim is not None:
+                r.claim.release()

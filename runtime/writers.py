@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from adla.io import atomic_path, write_json
+from adla.runtime.claims import clean_partials, create_exclusive, write_manifest
 from adla.runtime.options import PREVIEW_SCORE
 
 PALETTE = [(255, 56, 56), (56, 255, 56), (56, 128, 255), (255, 210, 0), (255, 0, 255), (0, 255, 255),
@@ -189,8 +190,10 @@ class SceneWriter:
     While the scene runs: ``{stem}.partial.geojsonl`` (GeoJSONSeq: one Feature per line, flushed after each
     batch, so a killed run leaves every final detection so far in a valid file) and a binary spill of the
     detections. ``close()`` assembles ``{stem}.geojson`` (a FeatureCollection, streamed from the partial
-    file), the preview, and last ``{stem}.coco.json`` (streamed from the spill), each atomically, and removes
-    the partial files. ``{stem}.coco.json`` existing means the scene is finished (``--resume``).
+    file), the preview, ``{stem}.coco.json`` (streamed from the spill), each atomically, then the manifest
+    ``{stem}.done.json`` (``adla.runtime.claims``: the scene is finished, for ``--resume``), and removes the
+    partial files. The partial files are created fresh (a leftover or a planted link is replaced, never
+    followed): the caller holds the scene's claim.
     """
 
     SPILL_COLS = 6  # x0, y0, x1, y1, score, label as float32
@@ -203,9 +206,9 @@ class SceneWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.geo_part = self.out_dir / f"{stem}.partial.geojsonl"
         self.spill_path = self.out_dir / f"{stem}.partial.dets.f32"
-        # open for the scene's whole run; closed by close() or abort()
-        self._geo = open(self.geo_part, "w")  # noqa: SIM115
-        self._spill = open(self.spill_path, "wb")  # noqa: SIM115
+        # open for the scene's whole run; closed by close() or abort(). Fresh files, links never followed
+        self._geo = create_exclusive(self.geo_part, "w")
+        self._spill = create_exclusive(self.spill_path, "wb")
         if info.georeferenced and info.transform is not None:
             self._transform, self._note = info.transform, None
         else:
@@ -256,8 +259,8 @@ class SceneWriter:
                 self._preview.save(tmp, format="JPEG", quality=90)
             self.outputs["preview"] = path
         self.outputs["coco"] = self._assemble_coco()
-        self.geo_part.unlink()
-        self.spill_path.unlink()
+        write_manifest(self.out_dir, self.stem, self.outputs, self.count)  # last: the scene is complete
+        clean_partials(self.out_dir, self.stem)
         return self.outputs
 
     def _assemble_geojson(self) -> Path:

@@ -133,6 +133,22 @@ def test_resume_skips_finished_scenes(local_ray, scenes, det_ckpt, tmp_path):
     assert (tmp_path / "scene.coco.json").stat().st_mtime_ns == stamp
 
 
+def test_a_scene_another_run_holds_is_skipped(local_ray, scenes, det_ckpt, tmp_path):
+    from adla.runtime.claims import SceneClaim, is_complete, lock_path
+
+    held = SceneClaim.take(tmp_path, "wide")  # as another adla infer (or Ray driver) writing it now
+    assert isinstance(held, SceneClaim)
+    try:
+        results = infer_scenes_ray(scenes, det_ckpt, tmp_path, TileOptions(tile=128, score_thr=0.3, batch=2),
+                                   device="cpu", print_summary=False, progress=False)
+        assert [r.skipped for r in results] == [False, False, True] and [r.error for r in results] == [None] * 3
+        assert "another adla run is writing it" in results[2].note
+        assert not (tmp_path / "wide.coco.json").exists() and is_complete(tmp_path, "scene")
+        assert lock_path(tmp_path, "wide").exists() and not lock_path(tmp_path, "scene").exists()
+    finally:
+        held.release()
+
+
 def test_a_bad_scene_fails_alone(local_ray, scenes, det_ckpt, tmp_path, capsys):
     bad = tmp_path / "corrupt.tif"
     bad.write_bytes(b"\x00\xff garbage " * 500)

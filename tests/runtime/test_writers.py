@@ -53,7 +53,7 @@ def test_streamed_files_equal_the_in_memory_dicts(tmp_path, georef):
                            transform=inf.transform, georeferenced=inf.georeferenced)
     assert json.loads(outs["coco"].read_text()) == want_coco
     assert json.loads(outs["geojson"].read_text()) == want_gj
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.coco.json", "s.geojson"]  # partial files gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.coco.json", "s.done.json", "s.geojson"]  # partials gone
 
 
 def test_empty_scene_gives_valid_empty_outputs(tmp_path):
