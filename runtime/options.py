@@ -16,6 +16,9 @@ DEFAULT_OVERLAP = 0.2
 DEFAULT_BATCH = 8
 DEFAULT_WORKERS = 2
 PREVIEW_SCORE = 0.3  # boxes below this score are in the outputs but not drawn: dense scenes stay readable
+# the largest overlap: the stride between tiles is at least 1/8 of the tile, so a scene costs at most 64x
+# the tiles of no overlap (0.999 would turn a 1024 px scene at tile 800 into 50,626 tiles)
+MAX_OVERLAP = 0.875
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class TileOptions:
             raise AdlaError(f"--tile must be at least {DEFAULT_MAX_STRIDE}, got {self.tile}")
         if not 0 <= self.overlap < 1:
             raise AdlaError(f"--overlap is a fraction of the tile in [0, 1), got {self.overlap}")
+        if self.overlap > MAX_OVERLAP:
+            factor = 1 / (1 - self.overlap) ** 2
+            raise AdlaError(f"--overlap {self.overlap} steps {self.tile - int(self.overlap * self.tile)} px between "
+                            f"tiles of {self.tile}: about {factor:,.0f}x the tiles of no overlap; use at most "
+                            f"{MAX_OVERLAP} (the usual is 0.1-0.3)")
         if self.batch < 1 or self.workers < 1:
             raise AdlaError(f"--batch and --workers must be at least 1, got {self.batch} and {self.workers}")
         if self.score_thr is not None and not 0 <= self.score_thr <= 1:

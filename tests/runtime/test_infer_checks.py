@@ -70,3 +70,5 @@ def test_unknown_class_and_bad_numbers_are_one_line(scene_png, det_ckpt, tmp_pat
     assert code == 2 and "--classes: unknown class 'zebra'" in err and str(det_ckpt) in err, err
     code, _, err = infer_cli([scene_png, "--model", det_ckpt, "--out", tmp_path, "--overlap", "1.5"], capsys)
     assert code == 2 and "--overlap" in err, err
+    code, _, err = infer_cli([scene_png, "--model", det_ckpt, "--out", tmp_path, "--overlap", "0.999"], capsys)
+    assert code == 2 and "use at most 0.875" in err and not list(tmp_path.iterdir()), err
