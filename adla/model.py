@@ -1,4 +1,4 @@
-"""RetinaNet-style detector as in the paper: ResNet backbone, FPN P3-P5, shared 4-conv heads.
+"""RetinaNet-style detector as in the paper: ResNet (or MobileNetV2) backbone, FPN P3-P5, shared 4-conv heads.
 
 The forward pass returns raw tensors in training and eval alike; decoding and NMS live in
 ``adla.postprocess``. Nothing resizes the input: the tensor given is what the network sees. The model
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -24,8 +23,15 @@ from adla.errors import AdlaError
 from adla.ranges import check_ranges
 
 BACKBONES = {"resnet18": models.resnet18, "resnet34": models.resnet34, "resnet50": models.resnet50,
-             "resnet101": models.resnet101}
+             "resnet101": models.resnet101, "mobilenet_v2": models.mobilenet_v2}
 NORMS = ("auto", "frozen_bn", "bn", "gn")
+HEAD_NORMS = ("auto", "gn", "none")
+# MobileNetV2: the blocks of torchvision's ``features`` that end each stage, in the ResNet's terms (stem,
+# then the stages ending at strides 4, 8, 16, 32), and the three whose outputs the FPN taps (strides 8, 16,
+# 32: 32, 96 and 1280 channels).
+MOBILENET_STAGE_ENDS = (1, 4, 7, 14, 19)
+MOBILENET_TAPS = {"6": "c3", "13": "c4", "18": "c5"}
+MOBILENET_CHANNELS = [32, 96, 1280]
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
@@ -45,6 +51,13 @@ def resolved_norm(cfg: ModelConfig) -> str:
     return cfg.norm
 
 
+def resolved_head_norm(cfg: ModelConfig) -> str:
+    """The norm of FPN and heads: ``auto`` is GroupNorm when the backbone has it, none otherwise (the paper)."""
+    if cfg.head_norm == "auto":
+        return "gn" if resolved_norm(cfg) == "gn" else "none"
+    return cfg.head_norm
+
+
 def _norm_layer(name: str):
     return {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d, "gn": group_norm}[name]
 
@@ -53,11 +66,17 @@ def _norm_layer(name: str):
 class ModelConfig:
     """Detector architecture. Defaults are the paper's R50 RetinaNet with sub-size anchors."""
 
-    backbone: str = "resnet50"
-    backbone_weights: str | None = None  # local torchvision state dict; no downloads
-    # "auto": frozen_bn with backbone_weights, gn without; or "frozen_bn", "bn", "gn" (backbone, FPN, heads)
+    backbone: str = "resnet50"  # resnet18/34/50/101 or mobilenet_v2
+    # a local torchvision state dict, or "imagenet": the registry's checked file (adla.weights: hub cache,
+    # torchvision's download when online, else `adla weights get BACKBONE`)
+    backbone_weights: str | None = None
+    # "auto": frozen_bn with backbone_weights, gn without; or "frozen_bn", "bn", "gn" (backbone)
     norm: str = "auto"
-    frozen_stages: int = 1  # stem + layer1 frozen, as mmdetection's RetinaNet; ignored without weights
+    # FPN and heads: "auto" follows the backbone (gn with gn, none otherwise), or "gn", "none"
+    head_norm: str = "auto"
+    # with weights: the stem and this many stages frozen (1: everything before stride 8, as mmdetection's
+    # RetinaNet freezes ResNet's stem + layer1; MobileNetV2's features[0:4]); ignored without weights
+    frozen_stages: int = 1
     num_classes: int = 8
     fpn_channels: int = 256
     head_channels: int = 256
@@ -74,32 +93,64 @@ class ModelConfig:
         check_ranges(self, self.RANGES)
 
 
-def _backbone(cfg: ModelConfig) -> tuple[nn.Module, list[int]]:
+def _backbone(cfg: ModelConfig, pretrained: bool) -> tuple[nn.Module, list[int]]:
+    """The backbone body (returns {"c3", "c4", "c5"} at strides 8, 16, 32) and its output channels.
+
+    With ``pretrained`` false the weights file is not read (a checkpoint brings every weight).
+    """
     if cfg.backbone not in BACKBONES:
         raise AdlaError(f"unknown backbone {cfg.backbone!r}; choose one of {sorted(BACKBONES)}")
     if cfg.norm not in NORMS:
         raise AdlaError(f"unknown model.norm {cfg.norm!r}; choose one of {list(NORMS)}")
+    if cfg.head_norm not in HEAD_NORMS:
+        raise AdlaError(f"unknown model.head_norm {cfg.head_norm!r}; choose one of {list(HEAD_NORMS)}")
     net = BACKBONES[cfg.backbone](weights=None, norm_layer=_norm_layer(resolved_norm(cfg)))
-    if cfg.backbone_weights:
-        path = Path(cfg.backbone_weights)
-        if not path.is_file():
-            raise AdlaError("backbone weights file not found", path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise AdlaError(f"cannot read backbone weights ({exc.__class__.__name__}: {exc})", path) from exc
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        missing, _unexpected = net.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing:
-            raise AdlaError(f"backbone weights miss {len(missing)} tensors, e.g. {missing[:3]}", path)
-        frozen = ["conv1", "bn1"] + [f"layer{i}" for i in range(1, cfg.frozen_stages + 1)]
-        for name, param in net.named_parameters():
-            if cfg.frozen_stages >= 0 and name.split(".")[0] in frozen:
-                param.requires_grad_(False)
+    mobilenet = cfg.backbone == "mobilenet_v2"
+    if cfg.backbone_weights and pretrained:
+        _load_pretrained(net, cfg.backbone, cfg.backbone_weights, "classifier." if mobilenet else "fc.")
+    if cfg.backbone_weights and cfg.frozen_stages >= 0:
+        for param in _frozen_params(net, mobilenet, cfg.frozen_stages):
+            param.requires_grad_(False)
+    if mobilenet:
+        return IntermediateLayerGetter(net.features, return_layers=MOBILENET_TAPS), list(MOBILENET_CHANNELS)
     width = 1 if cfg.backbone in ("resnet18", "resnet34") else 4
     body = IntermediateLayerGetter(net, return_layers={"layer2": "c3", "layer3": "c4", "layer4": "c5"})
     return body, [128 * width, 256 * width, 512 * width]
+
+
+def _frozen_params(net: nn.Module, mobilenet: bool, stages: int) -> list[nn.Parameter]:
+    if mobilenet:
+        return [p for block in net.features[:MOBILENET_STAGE_ENDS[stages]] for p in block.parameters()]
+    frozen = ["conv1", "bn1"] + [f"layer{i}" for i in range(1, stages + 1)]
+    return [p for name, p in net.named_parameters() if name.split(".")[0] in frozen]
+
+
+def _load_pretrained(net: nn.Module, backbone: str, value: str, head_prefix: str) -> None:
+    """Load a torchvision state dict into ``net``: every tensor but the classifier's, or a one-line error."""
+    from adla.weights import resolve
+
+    path = resolve(backbone, value)  # checks the sha256 of a registry file
+    fix = ("get the right file with `adla weights get mobilenet_v2`" if backbone == "mobilenet_v2"
+           else f"give torchvision's {backbone} state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        why = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise AdlaError(f"cannot read backbone weights, truncated or not a torch state dict ({why}); {fix}",
+                        path) from exc
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AdlaError(f"not a state dict of tensors; {fix}", path)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the right name with the wrong shape
+        lines = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
+        raise AdlaError(f"not {backbone} weights ({lines[0] if lines else exc}); {fix}", path) from exc
+    missing = [k for k in missing if not k.startswith(head_prefix)]
+    unexpected = [k for k in unexpected if not k.startswith(head_prefix)]
+    if missing or unexpected:
+        raise AdlaError(f"not {backbone} weights: {len(missing)} of its tensors missing (e.g. {missing[:2]}), "
+                        f"{len(unexpected)} unknown (e.g. {unexpected[:2]}); {fix}", path)
 
 
 class Head(nn.Module):
@@ -134,11 +185,11 @@ class Detector(nn.Module):
     of ``adla.anchors.generate_anchors(cfg.anchors, H, W)`` in the same order.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, *, pretrained: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.body, in_channels = _backbone(cfg)
-        gn = resolved_norm(cfg) == "gn"
+        self.body, in_channels = _backbone(cfg, pretrained)
+        gn = resolved_head_norm(cfg) == "gn"
         self.fpn = FeaturePyramidNetwork(in_channels, cfg.fpn_channels, norm_layer=group_norm if gn else None)
         a, c = cfg.anchors.num_anchors, cfg.num_classes
         self.cls_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * c, gn)
@@ -167,6 +218,8 @@ class Detector(nn.Module):
         return torch.cat(cls_out, dim=1), torch.cat(box_out, dim=1)
 
 
-def build_detector(cfg: ModelConfig) -> Detector:
-    return Detector(cfg)
+def build_detector(cfg: ModelConfig, *, pretrained: bool = True) -> Detector:
+    """The detector of ``cfg``; ``pretrained=False`` skips reading ``backbone_weights`` (for a checkpoint's
+    model, whose state dict brings every weight)."""
+    return Detector(cfg, pretrained=pretrained)
 
