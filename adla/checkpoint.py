@@ -18,6 +18,7 @@ reconstruction, scoped to that one load, and only when nothing else in the file 
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ _LEGACY_NAMES = {"numpy._core.multiarray._reconstruct", "numpy.core.multiarray._
 
 def save_checkpoint(path: str | Path, cfg: RunConfig, model: torch.nn.Module, class_names: list[str],
                     **extra: Any) -> Path:
-    """Write a checkpoint atomically: the old file stays intact until the new one is complete."""
+    """Write a checkpoint atomically: the old file stays intact until the new one is complete.
+
+    A failed write (a full disk) is one AdlaError; the previous file at ``path`` is kept."""
     model = getattr(model, "module", model)  # unwrap DDP
     state = {
         "format": FORMAT,
@@ -54,9 +57,23 @@ def save_checkpoint(path: str | Path, cfg: RunConfig, model: torch.nn.Module, cl
         "model": model.state_dict(),
         **extra,
     }
+    path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
+        try:
+            torch.save(state, tmp)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError, without errno
+            raise AdlaError(f"cannot write the checkpoint ({_why(exc)}; {_free_space(path)}); "
+                            f"the previous {path.name}, if any, is kept", path) from exc
+    return path
+
+
+def _free_space(path: Path) -> str:
+    """How much room is left on ``path``'s disk, in words: the usual reason a write fails."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**20:.0f} MB free on its disk"
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from adla.data.records import check_coco_records, finite_box, integer_id
 from adla.errors import AdlaError
 from adla.io import read_json
 from adla.tables import format_table
@@ -46,57 +47,12 @@ def load_gt(gt: str | Path | dict) -> dict:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise AdlaError(f"not a COCO detection file: no {key!r} list", where)
-    _check_gt_records(data, where)
+    check_coco_records(data, where)
     for ann in data["annotations"]:
         if "area" not in ann:
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
         ann.setdefault("iscrowd", 0)
     return data
-
-
-def _finite_box(bbox: Any) -> bool:
-    """True for [x, y, w, h]: a list of 4 finite numbers."""
-    return (isinstance(bbox, list) and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox))
-
-
-def _hashable_id(value: Any) -> bool:
-    """True for an integer id (the COCO format's; the scorer indexes records by them)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_gt_records(data: dict, where: str | None) -> None:
-    """AdlaError naming the file and the first record that the scorer could not use."""
-    for key, required in (("images", ("id",)), ("categories", ("id", "name")),
-                          ("annotations", ("id", "image_id", "category_id", "bbox"))):
-        for i, rec in enumerate(data[key]):
-            if not isinstance(rec, dict):
-                raise AdlaError(f"{key}[{i}] is not a mapping: {rec!r:.80}", where)
-            missing = [k for k in required if k not in rec]
-            if missing:
-                raise AdlaError(f"{key}[{i}] (id {rec.get('id')!r:.40}) has no {missing[0]!r}", where)
-            bad = [k for k in required if k != "bbox" and k != "name" and not _hashable_id(rec[k])]
-            if bad:
-                raise AdlaError(f"{key}[{i}]: {bad[0]} must be an integer, got {rec[bad[0]]!r:.40}", where)
-    ids = {key: {r["id"] for r in data[key]} for key in ("images", "categories")}
-    for key in ("images", "categories", "annotations"):
-        if len({r["id"] for r in data[key]}) != len(data[key]):
-            raise AdlaError(f"duplicate ids in {key!r}", where)
-    for i, ann in enumerate(data["annotations"]):
-        if not _finite_box(ann["bbox"]):
-            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): bbox must be 4 finite numbers [x, y, w, h], "
-                            f"got {ann['bbox']!r:.60}", where)
-        area = ann.get("area", ann["bbox"][2] * ann["bbox"][3])
-        if not (isinstance(area, (int, float)) and math.isfinite(area)):
-            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): area must be a finite number", where)
-        if ann.get("iscrowd", 0) not in (0, 1):
-            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): iscrowd must be 0 or 1", where)
-        if ann["image_id"] not in ids["images"]:
-            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): image_id {ann['image_id']!r} is not an image",
-                            where)
-        if ann["category_id"] not in ids["categories"]:
-            raise AdlaError(f"annotations[{i}] (id {ann.get('id')!r}): category_id {ann['category_id']!r} is not a "
-                            "category", where)
 
 
 def load_results(path: str | Path, gt: dict | None = None) -> list[dict]:
@@ -132,7 +88,7 @@ def load_results(path: str | Path, gt: dict | None = None) -> list[dict]:
 def _id_records(records: list, key: str, path: Path) -> list[dict]:
     """``records`` when each is a mapping with an integer 'id'; AdlaError naming the file otherwise."""
     for i, rec in enumerate(records):
-        if not isinstance(rec, dict) or not _hashable_id(rec.get("id")):
+        if not isinstance(rec, dict) or not integer_id(rec.get("id")):
             raise AdlaError(f"{key}[{i}] must be a mapping with an integer 'id', got {rec!r:.60}", path)
     return records
 
@@ -147,9 +103,9 @@ def _check_result_records(dets: list, path: Path) -> list[dict]:
         if missing:
             raise AdlaError(f"detection {i} has no {missing[0]!r}", path)
         for k in ("image_id", "category_id"):
-            if not _hashable_id(d[k]):
+            if not integer_id(d[k]):
                 raise AdlaError(f"detection {i}: {k} must be an integer, got {d[k]!r:.40}", path)
-        if not _finite_box(d["bbox"]):
+        if not finite_box(d["bbox"]):
             raise AdlaError(f"detection {i}: bbox must be 4 finite numbers [x, y, w, h], got {d['bbox']!r:.60}",
                             path)
         score = d["score"]

@@ -20,6 +20,7 @@ from PIL import Image
 
 from adla.anchors import DEFAULT_MAX_STRIDE
 from adla.data.augment import AugmentOptions, augment
+from adla.data.records import check_coco_records
 from adla.errors import AdlaError
 from adla.io import read_json
 
@@ -67,10 +68,10 @@ class CocoDetection(torch.utils.data.Dataset):
     ``dataset[i]`` -> (image float32 [3,H,W] RGB 0-255, target) with target = {"boxes": float32 [G,4]
     xyxy px, "labels": int64 [G] contiguous 0-based, "image_id": int, "size": (H, W), "file_name": str}.
 
-    Annotations are clipped to the image. Dropped and counted in ``dropped`` (one warning at
-    construction): "zero_size" (w or h <= 0), "outside_image" (nothing left after clipping),
-    "iscrowd" (kept out of training), "unknown_category", "unknown_image", "bad_bbox" (not 4 finite
-    numbers). With ``train=True`` every sample is augmented as ``augment`` says (by default random
+    A file that the scorer would refuse (``check_coco_records``: a bbox that is not 4 finite numbers, an
+    unknown image or category, ...) is an AdlaError here, before any training. Annotations are clipped
+    to the image. Dropped and counted in ``dropped`` (one warning at construction): "zero_size" (w or
+    h <= 0), "outside_image" (nothing left after clipping), "iscrowd" (kept out of training). With ``train=True`` every sample is augmented as ``augment`` says (by default random
     horizontal and vertical flips with probabilities ``hflip``/``vflip``; see ``adla.data.augment``),
     with random draws seeded by (``seed``, epoch, index): the same sample looks the same in whichever
     DataLoader worker loads it, so a resumed run sees exactly the images of an uninterrupted one.
@@ -88,6 +89,7 @@ class CocoDetection(torch.utils.data.Dataset):
         if not self.image_dir.is_dir():
             raise AdlaError("image folder not found", self.image_dir)
         data = load_coco_json(self.ann_file)
+        check_coco_records(data, self.ann_file)  # the scorer's rule: refused now, not after training
         cat_index = self._read_categories(data)
         self._read_images(data)
         self._read_boxes(data, cat_index)
@@ -154,24 +156,11 @@ class CocoDetection(torch.utils.data.Dataset):
 
     @staticmethod
     def _check(ann: dict, images: dict[int, dict], cat_index: dict[int, int]) -> str | None:
-        """The drop reason of an annotation, or None when usable."""
-        image_id, cat_id = ann.get("image_id"), ann.get("category_id")
-        if isinstance(image_id, (list, dict)) or image_id not in images:  # a list is unhashable
-            return "unknown_image"
-        if isinstance(cat_id, (list, dict)) or cat_id not in cat_index:
-            return "unknown_category"
+        """The drop reason of an annotation, or None when usable (``check_coco_records`` has refused the
+        file already when a record is malformed: a bad bbox, an unknown image or category)."""
         if ann.get("iscrowd", 0):
             return "iscrowd"
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            return "bad_bbox"
-        try:
-            vals = [float(v) for v in bbox]
-        except (TypeError, ValueError):
-            return "bad_bbox"
-        if not all(math.isfinite(v) for v in vals):
-            return "bad_bbox"
-        if vals[2] <= 0 or vals[3] <= 0:
+        if ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0:
             return "zero_size"
         return None
 

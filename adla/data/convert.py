@@ -31,6 +31,7 @@ from adla.tables import format_table
 FORMATS = ("dota", "yolo", "yolo-obb", "airbus-csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MAX_PROBLEMS = 10  # malformed lines listed in a summary
+CSV_FIELD_LIMIT = 16 * 2**20  # bytes: a polygon of about a million points
 IMAGES_MARK = ".adla-convert"  # in a folder of resized images written by adla data convert
 
 
@@ -181,30 +182,48 @@ _PARSERS: dict[str, Callable[[Path, int, int, _Report], tuple[list[_Box], dict]]
 
 
 def _read_airbus_csv(csv_file: Path, report: _Report) -> dict[str, list[_Box]]:
-    """Boxes per image file name from the Airbus CSV (id, image_id, geometry as a list of (x, y), class)."""
+    """Boxes per image file name from the Airbus CSV (id, image_id, geometry as a list of (x, y), class).
+
+    A geometry field may be up to ``CSV_FIELD_LIMIT`` long (a polygon of many thousand points is still a
+    polygon; the csv module's default limit, 128 KB, applies to this reader only while it reads); a
+    larger field, or a row the csv module cannot read, is one AdlaError naming the file and line.
+    """
     if not csv_file.is_file():
         raise AdlaError("annotation CSV not found", csv_file)
     per_image: dict[str, list[_Box]] = {}
-    with open(csv_file, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"image_id", "geometry", "class"} - set(reader.fieldnames or [])
-        if missing:
-            raise AdlaError(f"CSV lacks column(s) {sorted(missing)}", csv_file)
-        for row in reader:
-            where = f"{csv_file}:{reader.line_num}"
+    old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with open(csv_file, newline="") as f:
+            reader = csv.DictReader(f)
             try:
-                pts = ast.literal_eval(row["geometry"])
-                xs = [float(p[0]) for p in pts]
-                ys = [float(p[1]) for p in pts]
-            except (ValueError, SyntaxError, TypeError, IndexError, KeyError):
-                report.problem(where, "geometry is not a list of (x, y) points")
-                continue
-            if len(xs) < 3 or not all(math.isfinite(v) for v in xs + ys):
-                report.problem(where, "geometry has fewer than 3 finite points")
-                continue
-            x1, y1, x2, y2 = _enclosing(xs, ys)
-            per_image.setdefault(row["image_id"], []).append((row["class"], x1, y1, x2, y2, {}))
+                _read_airbus_rows(reader, csv_file, report, per_image)
+            except csv.Error as exc:
+                raise AdlaError(f"line {reader.line_num + 1}: not a readable CSV row ({exc}; the limit is "
+                                f"{CSV_FIELD_LIMIT // 2**20} MB a field)", csv_file) from exc
+    finally:
+        csv.field_size_limit(old_limit)
     return per_image
+
+
+def _read_airbus_rows(reader: csv.DictReader, csv_file: Path, report: _Report,
+                      per_image: dict[str, list[_Box]]) -> None:
+    missing = {"image_id", "geometry", "class"} - set(reader.fieldnames or [])
+    if missing:
+        raise AdlaError(f"CSV lacks column(s) {sorted(missing)}", csv_file)
+    for row in reader:
+        where = f"{csv_file}:{reader.line_num}"
+        try:
+            pts = ast.literal_eval(row["geometry"])
+            xs = [float(p[0]) for p in pts]
+            ys = [float(p[1]) for p in pts]
+        except (ValueError, SyntaxError, TypeError, IndexError, KeyError, MemoryError, RecursionError):
+            report.problem(where, "geometry is not a list of (x, y) points")
+            continue
+        if len(xs) < 3 or not all(math.isfinite(v) for v in xs + ys):
+            report.problem(where, "geometry has fewer than 3 finite points")
+            continue
+        x1, y1, x2, y2 = _enclosing(xs, ys)
+        per_image.setdefault(row["image_id"], []).append((row["class"], x1, y1, x2, y2, {}))
 
 
 def _resize(src: Path, dst: Path, factor: float) -> tuple[int, int, float, float]:

@@ -223,3 +223,21 @@ def test_fuzzed_annotation_and_result_files(tmp_path):
             except Exception as exc:  # noqa: BLE001 - the point of the test
                 pytest.fail(f"{type(exc).__name__}: {exc} on {text}")
     assert outcomes["ok"] > 20 and outcomes["error"] > 50, outcomes  # both kinds were exercised
+
+
+@pytest.mark.parametrize("base", ["[a.yaml, b.yaml]", "{file: a.yaml}", "3"])
+def test_base_that_is_not_one_file_name_is_one_line(tmp_path, capsys, base):
+    """Issue 19: ``_base_:`` given as a list was a TypeError traceback."""
+    (tmp_path / "a.yaml").write_text("seed: 1\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"_base_: {base}\n")
+    code, msg = run_cli(["train", config, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and str(config) in msg and "_base_ must be one file name" in msg, msg
+
+
+def test_base_file_that_is_not_a_mapping_is_one_line(tmp_path, capsys):
+    (tmp_path / "a.yaml").write_text("- seed\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("_base_: a.yaml\n")
+    code, msg = run_cli(["train", config, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and str(tmp_path / "a.yaml") in msg and "must be a mapping" in msg, msg

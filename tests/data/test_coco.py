@@ -98,16 +98,23 @@ def test_bad_boxes_are_clipped_or_dropped_and_counted(tmp_path):
             {"bbox": [5, 5, 0, 3]},  # zero size
             {"bbox": [5, 5, -2, 3]},  # negative size
             {"bbox": [70, 5, 3, 3]},  # wholly outside
-            {"bbox": [5, 5, 3, 3], "iscrowd": 1},
-            {"bbox": [5, 5, 3, 3], "category_id": 99},
-            {"bbox": [5, 5, 3, 3], "image_id": 12345},
-            {"bbox": [5, 5, "x", 3]}]
+            {"bbox": [5, 5, 3, 3], "iscrowd": 1}]
     ann = write_coco(tmp_path, anns)
     with pytest.warns(UserWarning, match="dropped annotations"):
         ds = CocoDetection(ann, tmp_path)
-    assert ds.dropped == {"zero_size": 2, "outside_image": 1, "iscrowd": 1, "unknown_category": 1,
-                          "unknown_image": 1, "bad_bbox": 1}
+    assert ds.dropped == {"zero_size": 2, "outside_image": 1, "iscrowd": 1}
     assert ds[0][1]["boxes"].tolist() == [[50, 30, 60, 40]]
+
+
+@pytest.mark.parametrize("bad,message", [({"category_id": 99}, "category_id 99 is not a category"),
+                                         ({"image_id": 12345}, "image_id 12345 is not an image"),
+                                         ({"bbox": [5, 5, "x", 3]}, "bbox must be 4 finite numbers")])
+def test_records_the_scorer_refuses_are_refused_by_the_loader(tmp_path, bad, message):
+    """One rule (adla.data.records): what evaluation would reject stops the loader, not only a warning."""
+    ann = write_coco(tmp_path, [{"bbox": [5, 5, 3, 3]}, {"bbox": [5, 5, 3, 3], **bad}])
+    with pytest.raises(AdlaError, match=message) as err:
+        CocoDetection(ann, tmp_path)
+    assert str(ann) in str(err.value) and "annotations[1]" in str(err.value)
 
 
 def test_missing_json_bad_json_and_missing_keys(tmp_path):

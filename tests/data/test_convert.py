@@ -131,3 +131,33 @@ def test_airbus_csv_only_present_images(tmp_path):
     files = [im["file_name"] for im in json.loads((tmp_path / "o.json").read_text())["images"]]
     assert sum(f.startswith("train/") for f in files) == 4 and sum(f.startswith("valid/") for f in files) == 8
     assert CocoDetection(tmp_path / "o.json", root).num_boxes == 417
+
+
+def _airbus(tmp_path: Path, geometry: str) -> Path:
+    _image(tmp_path / "img" / "a.jpg")
+    csv_file = tmp_path / "annotations.csv"
+    csv_file.write_text(f'id,image_id,geometry,class\n1,a.jpg,"{geometry}",Airplane\n')
+    return csv_file
+
+
+def test_airbus_polygon_over_128_kb_converts(tmp_path):
+    """Issue 19: the csv module's 128 KB field limit gave a _csv.Error traceback; a polygon of 10,000
+    points (about 200 KB) is still a polygon: its enclosing box."""
+    import csv
+
+    pts = [(10 + 20 * (i % 2), 5 + 10 * (i % 3) / 2) for i in range(10_000)]
+    geometry = "[" + ", ".join(f"({x:.6f}, {y:.6f})" for x, y in pts) + "]"
+    assert len(geometry) > 128 * 1024
+    s = convert_dataset("airbus-csv", tmp_path / "img", _airbus(tmp_path, geometry), tmp_path / "o.json")
+    assert s["boxes"] == 1 and _bboxes(tmp_path / "o.json") == [[10, 5, 20, 10]]
+    assert csv.field_size_limit() == 128 * 1024  # the limit was raised for this reader only
+
+
+def test_airbus_field_over_the_limit_is_one_line(tmp_path, monkeypatch):
+    from adla.data import convert
+
+    monkeypatch.setattr(convert, "CSV_FIELD_LIMIT", 2**20)
+    csv_file = _airbus(tmp_path, "[" + "(1, 2), " * 200_000 + "]")
+    with pytest.raises(AdlaError, match="line 2: not a readable CSV row") as err:
+        convert_dataset("airbus-csv", tmp_path / "img", csv_file, tmp_path / "o.json")
+    assert str(csv_file) in str(err.value) and "\n" not in str(err.value)

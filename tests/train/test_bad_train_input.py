@@ -107,3 +107,39 @@ def test_resume_also_removes_stale_temp_files(tmp_path):
     other.write_bytes(b"x")
     assert prepare_run_dir(tmp_path, resume=True, overwrite=False) == [tmp]
     assert not tmp.exists() and other.exists() and (tmp_path / "last.pt").exists()
+
+
+@pytest.mark.parametrize("bbox", [[1, 2, float("nan"), 4], [1, 2, float("inf"), 4], [1, 2, 3]])
+def test_box_the_evaluation_would_refuse_stops_training_before_the_first_step(tmp_path, data, capsys, bbox):
+    """Issue 19: the loader only warned; training ran every epoch, then the final evaluation refused the
+    same json. One rule (adla.data.records), applied before any work."""
+    coco = json.loads(data.read_text())
+    coco["annotations"][1]["bbox"] = bbox
+    data.write_text(json.dumps(coco))
+    code, last, err = train_cli(tmp_path, data, capsys)
+    assert code == 2 and str(data) in last and "annotations[1]" in last and "bbox must be 4 finite" in last, last
+    assert not (tmp_path / "run" / "last.pt").exists() and "epoch" not in err
+
+
+def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, data, capsys,
+                                                                              monkeypatch):
+    """torch.save on a full disk raises RuntimeError('[enforce fail at inline_container.cc:672] .
+    unexpected pos 576 vs 534') (measured on a 2 MB tmpfs): the second epoch's last.pt fails that way."""
+    import torch
+
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(f)
+        if len(calls) == 1:
+            return real_save(obj, f, *args, **kwargs)
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", save)
+    code, last, err = train_cli(tmp_path, data, capsys, "optim.epochs=2")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert last.startswith(f"adla: error: {tmp_path / 'run' / 'last.pt'}: cannot write the checkpoint") and \
+        "MB free" in last and "previous last.pt" in last, last
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1  # the first epoch's, intact
+    assert not list((tmp_path / "run").glob(".last.pt.*"))
