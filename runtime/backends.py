@@ -36,6 +36,8 @@ class ModelMeta:
     post: PostprocessConfig = field(default_factory=PostprocessConfig)
     variant: str = "raw"
     max_batch: int | None = None  # largest batch the engine accepts; None: any
+    precision: str = "fp32"  # fp32, fp16 or int8 (from the ONNX metadata or the engine sidecar)
+    precision_note: str = "FP32"  # one line: the precision and, for INT8, what it was calibrated on
 
     @property
     def num_classes(self) -> int:
@@ -55,11 +57,15 @@ class ModelMeta:
             )
             size = meta.get("input_size")
             names = tuple(meta["class_names"])
+            precision = str(meta.get("precision", "fp32"))
         except (KeyError, TypeError, ValueError) as exc:
             raise AdlaError(f"model metadata is incomplete or invalid ({exc.__class__.__name__}: {exc})",
                             source) from exc
+        from adla.export.quantize import describe_precision
+
         return cls(class_names=names, anchors=anchors, input_size=None if size is None else (size[0], size[1]),
-                   post=post, variant=str(meta.get("variant", "raw")))
+                   post=post, variant=str(meta.get("variant", "raw")), precision=precision,
+                   precision_note=describe_precision(meta))
 
 
 class Backend(Protocol):
@@ -97,7 +103,9 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """An ONNX file through onnxruntime (CUDA provider when available, else CPU)."""
+    """An ONNX file through onnxruntime (CUDA provider when available, else CPU). An INT8 (QDQ) model runs
+    on the CPU in its CPU form (``adla.export.quantize.cpu_int8_graph``: U8S8 kernels, ReLUs folded), built
+    in memory; the file is not changed."""
 
     name = "onnxruntime"
 
@@ -108,8 +116,12 @@ class OnnxBackend:
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
+        self.cpu_rewrite: dict[str, int] = {}
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            source = self._cpu_int8_bytes(path) if providers == ["CPUExecutionProvider"] else None
+            self.session = ort.InferenceSession(source or str(path), providers=providers)
+        except AdlaError:
+            raise
         except Exception as exc:  # the library raises many kinds; all mean "cannot read this file"
             raise AdlaError(f"cannot load ONNX model ({exc.__class__.__name__}: {exc})", path) from exc
         self.device = torch.device("cuda") if "CUDAExecutionProvider" in self.session.get_providers() \
@@ -126,6 +138,23 @@ class OnnxBackend:
         if inputs != ["images"] or not {"cls_logits", "box_deltas"} <= set(outputs):
             raise AdlaError(f"ONNX model has inputs {inputs} and outputs {outputs}; expected 'images' -> "
                             "'cls_logits', 'box_deltas'", path)
+
+    def _cpu_int8_bytes(self, path: str | Path) -> bytes | None:
+        """The serialized CPU form of an INT8 model, None for any other model (read as is)."""
+        from adla.export.onnx_export import read_metadata
+
+        try:
+            precision = read_metadata(path).get("precision")
+        except AdlaError:
+            return None  # no adla metadata: the check after loading says so
+        if precision != "int8":
+            return None
+        import onnx
+
+        from adla.export.quantize import cpu_int8_graph
+
+        model, self.cpu_rewrite = cpu_int8_graph(onnx.load(str(path)))
+        return model.SerializeToString()
 
     def __call__(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.cpu().numpy() if isinstance(images, torch.Tensor) else images

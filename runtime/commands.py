@@ -32,6 +32,7 @@ def _infer(args: argparse.Namespace) -> int:
     from adla.runtime.checks import check_infer_args
 
     options = check_infer_args(args)  # once, before the first scene
+    _print_model(args.model)
     common = {"device": args.device, "shard_spec": args.shard, "preview_size": args.preview_size,
               "preview_score": args.preview_score, "resume": args.resume, "progress": not args.quiet}
     if args.ray is not None:
@@ -44,6 +45,17 @@ def _infer(args: argparse.Namespace) -> int:
 
         results = infer_scenes(args.scenes, args.model, args.out, options, **common)
     return 1 if any(r.error for r in results) else 0
+
+
+def _print_model(model: str) -> None:
+    """One line on stderr: the model and its precision (INT8: what it was calibrated on)."""
+    import sys
+    from pathlib import Path
+
+    from adla.runtime.backends import read_model_meta
+
+    meta = read_model_meta(model)
+    print(f"model {Path(model).name}: {meta.precision_note}", file=sys.stderr)
 
 
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
