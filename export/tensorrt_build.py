@@ -2,9 +2,17 @@
 
 Steps: export ONNX (``adla.export.onnx_export``) into a temporary folder -> ``trt.Builder`` -> network from
 ``trt.OnnxParser`` (explicit batch) -> ``IBuilderConfig`` (workspace pool limit, an optimisation profile
-for the batch dimension, FP16/INT8 flags, an entropy calibrator fed real tiles with a calibration cache, a
-timing cache loaded and saved) -> ``build_serialized_network`` -> the engine file and its sidecar
-``<engine>.json`` (the ONNX metadata plus TensorRT version, precision, batch profile), both atomic.
+for the batch dimension, precision, a timing cache loaded and saved) -> ``build_serialized_network`` -> the
+engine file and its sidecar ``<engine>.json`` (the ONNX metadata plus TensorRT version, precision, INT8 path,
+batch profile), both atomic.
+
+Precision, by what the TensorRT in use offers (``precision_plan``; checked on the real 10.x and 11.x
+bindings by ``scripts/trt_api_check.py``):
+- TensorRT <= 10 (weakly typed networks, ``BuilderFlag.FP16``/``INT8``): FP16 by the flag; INT8 either by the
+  entropy calibrator (``IInt8EntropyCalibrator2`` fed real tiles, with a calibration cache; the JetPack
+  path) or, with ``int8_path="qdq"``, from the QDQ model (INT8 and FP16 flags, no calibrator).
+- TensorRT 11+ (no calibrators, no precision flags: strongly typed networks): INT8 from the QDQ model of
+  ``adla.export.quantize`` (explicit quantization), FP16 from the FP16 ONNX model (float32 at the edges).
 
 NMS (``nms``):
 - ``None``: raw heads (``cls_logits``, ``box_deltas``), decode + NMS outside, as the raw ONNX variant.
@@ -59,7 +67,9 @@ class EngineOptions:
     calib_images: str | None = None
     calib_cache: str | None = None  # default: <engine>.calib.cache
     calib_batch: int = 8
-    calib_max_images: int = 512
+    calib_max_images: int = 512  # calibrator: images; qdq: tiles
+    calib_method: str = "entropy"  # qdq only: entropy, minmax or percentile
+    int8_path: str = "auto"  # auto, qdq or calibrator
     nms: str | None = None
     workspace_gb: float = 4.0
     min_batch: int = 1
@@ -77,6 +87,7 @@ class EngineReport:
     nms: str | None
     batch_profile: dict[str, int]
     size_mb: float
+    int8_path: str | None = None  # "qdq" or "calibrator" for INT8 engines
 
 
 def import_tensorrt() -> Any:
@@ -117,17 +128,76 @@ def precision_name(opts: EngineOptions) -> str:
     return "int8" if opts.int8 else "fp16" if opts.fp16 else "fp32"
 
 
+INT8_PATHS = ("auto", "qdq", "calibrator")
+QDQ_MIN_MAJOR = 8  # explicit quantization (QDQ) is parsed from TensorRT 8.0 on
+
+
+def trt_major(trt_mod: Any) -> int:
+    return int(str(trt_mod.__version__).split(".")[0])
+
+
+def weakly_typed(trt_mod: Any) -> bool:
+    """Whether this TensorRT has the precision flags of weakly typed networks (gone in TensorRT 11)."""
+    return hasattr(trt_mod.BuilderFlag, "FP16")
+
+
+def choose_int8_path(trt_mod: Any, requested: str = "auto") -> str:
+    """"calibrator" or "qdq" for an INT8 build with this TensorRT; AdlaError when it cannot do ``requested``."""
+    version = trt_mod.__version__
+    if requested not in INT8_PATHS:
+        raise AdlaError(f"unknown INT8 path {requested!r}; choose one of {', '.join(INT8_PATHS)}")
+    has_calibrator = hasattr(trt_mod, "IInt8EntropyCalibrator2")
+    if requested == "calibrator" and not has_calibrator:
+        raise AdlaError(f"TensorRT {version} has no INT8 calibrator (implicit INT8 was removed in TensorRT 11): "
+                        "use --int8-path qdq (or auto), which builds from the calibrated QDQ model")
+    if requested == "qdq" and trt_major(trt_mod) < QDQ_MIN_MAJOR:
+        raise AdlaError(f"TensorRT {version} is too old for QDQ INT8 models (needs {QDQ_MIN_MAJOR}.0 or newer): "
+                        "upgrade TensorRT or use --int8-path calibrator")
+    if requested == "auto":
+        return "calibrator" if has_calibrator else "qdq"
+    return requested
+
+
+def precision_plan(trt_mod: Any, opts: EngineOptions) -> dict:
+    """How this TensorRT builds ``opts``: {"int8_path": None | "qdq" | "calibrator", "graph": "fp32" |
+    "fp16" | "int8" (the ONNX model parsed), "flags": [BuilderFlag names], "strongly_typed": bool}."""
+    weak = weakly_typed(trt_mod)
+    plan: dict[str, Any] = {"int8_path": None, "graph": "fp32", "flags": [], "strongly_typed": not weak}
+    if opts.int8:
+        plan["int8_path"] = choose_int8_path(trt_mod, opts.int8_path)
+        if plan["int8_path"] == "qdq":
+            plan["graph"] = "int8"
+        if weak:  # INT8 keeps FP16 for the layers it cannot quantise
+            plan["flags"] = ["FP16", "INT8"]
+    elif opts.fp16:
+        if weak:
+            plan["flags"] = ["FP16"]
+        else:
+            plan["graph"] = "fp16"
+    return plan
+
+
+def describe_plan(trt_mod: Any, plan: dict) -> str:
+    """One line: which path the build takes."""
+    typing = "strongly typed network" if plan["strongly_typed"] else "weakly typed network"
+    flags = f"flags {'+'.join(plan['flags'])}" if plan["flags"] else "no precision flags"
+    how = {"calibrator": "INT8 by the entropy calibrator (implicit quantization)",
+           "qdq": "INT8 from the QDQ model (explicit quantization, no calibrator)"}.get(plan["int8_path"] or "",
+                                                                                        f"{plan['graph'].upper()} ONNX")
+    return f"TensorRT {trt_mod.__version__}: {how}; {typing}, {flags}"
+
+
 def make_calibrator(files: list[Path], input_size: tuple[int, int], batch: int,
-                    cache_path: Path) -> trt.IInt8EntropyCalibrator2:
+                    cache_path: Path) -> trt.IInt8EntropyCalibrator2:  # trt<=10
     """An ``IInt8EntropyCalibrator2`` feeding tiles of ``files`` ([batch,3,H,W] RGB 0-255, centre crops
     zero-padded to the input size) from a CUDA buffer, reading/writing ``cache_path``."""
     import tensorrt as trt
 
     from .parity import load_tiles
 
-    class TileCalibrator(trt.IInt8EntropyCalibrator2):
+    class TileCalibrator(trt.IInt8EntropyCalibrator2):  # trt<=10
         def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
+            trt.IInt8EntropyCalibrator2.__init__(self)  # trt<=10
             self.files = files
             self.batch = batch
             self.next_index = 0
@@ -158,8 +228,25 @@ def make_calibrator(files: list[Path], input_size: tuple[int, int], batch: int,
     return TileCalibrator()
 
 
-def _export_graph(ckpt_path: Path, onnx_path: Path, opts: EngineOptions) -> None:
-    """The ONNX file the network is parsed from: raw, nms, or raw + decode (for EfficientNMS)."""
+def _export_graph(ckpt_path: Path, onnx_path: Path, opts: EngineOptions, graph: str = "fp32") -> None:
+    """The ONNX file the network is parsed from: raw, nms, or raw + decode (for EfficientNMS); for
+    ``graph`` "int8" its QDQ model (calibrated on ``opts.calib_images``), for "fp16" its FP16 model."""
+    if graph != "fp32":
+        import contextlib
+        import io
+
+        from .quantize import convert_fp16, quantize_int8
+
+        fp32 = onnx_path.with_name("fp32.onnx")
+        _export_graph(ckpt_path, fp32, opts)
+        if graph == "fp16":
+            convert_fp16(fp32, onnx_path)
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):
+                quantize_int8(fp32, onnx_path, str(opts.calib_images), max_tiles=opts.calib_max_images,
+                              batch=opts.calib_batch, method=opts.calib_method, raw_only=False,
+                              input_size=opts.input_size)
+        return
     import onnx
 
     from adla.anchors import generate_anchors
@@ -219,15 +306,17 @@ def _add_efficient_nms(network: trt.INetworkDefinition, score_thr: float, iou_th
 
 
 def _build(onnx_path: Path, engine_tmp: Path, opts: EngineOptions, pp: dict, timing_cache: Path,
-           calib_cache: Path) -> None:
+           calib_cache: Path, plan: dict) -> None:
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     flags = 0
-    if int(trt.__version__.split(".")[0]) < 10:  # explicit batch is the only mode from TensorRT 10
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if int(trt.__version__.split(".")[0]) < 10:  # trt<10: explicit batch is the only mode from TensorRT 10
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # trt<10
+    if plan["strongly_typed"]:  # TensorRT 11+: the ONNX model's types are the precision
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -243,17 +332,18 @@ def _build(onnx_path: Path, engine_tmp: Path, opts: EngineOptions, pp: dict, tim
     profile.set_shape("images", trt.Dims([opts.min_batch, 3, h, w]), trt.Dims([opts.opt_batch, 3, h, w]),
                       trt.Dims([opts.max_batch, 3, h, w]))
     config.add_optimization_profile(profile)
-    if opts.fp16 or opts.int8:  # INT8 keeps FP16 for the layers it cannot quantise
-        config.set_flag(trt.BuilderFlag.FP16)
-    if opts.int8:
+    if "FP16" in plan["flags"]:
+        config.set_flag(trt.BuilderFlag.FP16)  # trt<=10
+    if "INT8" in plan["flags"]:
+        config.set_flag(trt.BuilderFlag.INT8)  # trt<=10
+    if plan["int8_path"] == "calibrator":
         from .parity import image_files
 
-        config.set_flag(trt.BuilderFlag.INT8)
         files = image_files(opts.calib_images)[: opts.calib_max_images] if opts.calib_images else []
         if not torch.cuda.is_available():
             raise AdlaError("INT8 calibration needs a CUDA GPU visible to torch")
-        config.int8_calibrator = make_calibrator(files, opts.input_size, opts.calib_batch, calib_cache)
-        config.set_calibration_profile(profile)
+        config.int8_calibrator = make_calibrator(files, opts.input_size, opts.calib_batch, calib_cache)  # trt<=10
+        config.set_calibration_profile(profile)  # trt<=10
 
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -275,6 +365,15 @@ def build_engine(ckpt_path: str | Path, out_path: str | Path, opts: EngineOption
     trt_mod = import_tensorrt()
     opts = EngineOptions(**{**asdict(opts), "input_size": check_input_size(opts.input_size)})
     check_options(opts)
+    plan = precision_plan(trt_mod, opts)
+    if plan["int8_path"] == "qdq":
+        if not opts.calib_images:
+            raise AdlaError("INT8 from a QDQ model needs --calib-images DIR (a calibration cache is for the "
+                            "implicit calibrator of TensorRT <= 10)")
+        from .quantize import calibration_files
+
+        calibration_files(opts.calib_images, opts.calib_batch)
+    print(describe_plan(trt_mod, plan))
     from adla.checkpoint import load_checkpoint
 
     ckpt_path, out_path = Path(ckpt_path), Path(out_path)
@@ -290,6 +389,7 @@ def build_engine(ckpt_path: str | Path, out_path: str | Path, opts: EngineOption
     meta.update({
         "tensorrt_version": trt_mod.__version__,
         "precision": precision_name(opts),
+        "int8_path": plan["int8_path"],
         "nms_impl": opts.nms,
         "batch_profile": {"min": opts.min_batch, "opt": opts.opt_batch, "max": opts.max_batch},
         "engine": out_path.name,
@@ -301,13 +401,17 @@ def build_engine(ckpt_path: str | Path, out_path: str | Path, opts: EngineOption
     pp_dict = {"score_thr": pp.score_thr, "nms_iou": pp.nms_iou, "max_dets": pp.max_dets}
     with tempfile.TemporaryDirectory(prefix="adla-trt-") as tmp_dir:
         onnx_path = Path(tmp_dir) / "model.onnx"
-        _export_graph(ckpt_path, onnx_path, opts)
+        _export_graph(ckpt_path, onnx_path, opts, plan["graph"])
+        if plan["graph"] == "int8":
+            from .quantize import _load, adla_metadata
+
+            meta["quantization"] = adla_metadata(_load(onnx_path), onnx_path).get("quantization")
         sidecar = out_path.with_name(out_path.name + ".json")
         with atomic_path(out_path) as engine_tmp:
-            _build(onnx_path, engine_tmp, opts, pp_dict, timing_cache, calib_cache)
+            _build(onnx_path, engine_tmp, opts, pp_dict, timing_cache, calib_cache, plan)
             write_json(sidecar, meta)
     return EngineReport(out_path, sidecar, trt_mod.__version__, meta["precision"], opts.nms,
-                        meta["batch_profile"], out_path.stat().st_size / 2**20)
+                        meta["batch_profile"], out_path.stat().st_size / 2**20, plan["int8_path"])
 
 
 def describe(report: EngineReport) -> str:
