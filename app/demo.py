@@ -35,6 +35,17 @@ REAL_RECIPE = [
 ]
 REAL_PIXELS = 900 * 4 * 224 * 224  # training budget: 900 iterations of 4 crops of 224 px (450: -5.4 car AP50, dev split)
 REAL_DECAY_AT = 5 / 6  # the step decay (x0.1) at this share of the budget
+# With ImageNet MobileNetV2 weights in torch's hub cache (``adla weights get mobilenet_v2``; the demo never
+# downloads), the real-data recipe fine-tunes that backbone instead: frozen BN inside it (its ImageNet
+# statistics; batch 4 cannot estimate better ones), GroupNorm in FPN and heads, which start from scratch.
+# The rest of the recipe (views, crops, EMA, decay) is the one above; lr, warm-up and budget were chosen on
+# the development split of the training street (README).
+PRETRAINED_BACKBONE = "mobilenet_v2"
+PRETRAINED_RECIPE = [
+    "model.backbone=mobilenet_v2", "model.backbone_weights=imagenet", "model.norm=frozen_bn",
+    "model.head_norm=gn", "optim.lr=0.02", "optim.warmup_iters=100",
+]
+PRETRAINED_PIXELS = 900 * 4 * 224 * 224
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,6 +102,10 @@ def run_demo(args) -> int:
         f"data.train_ann={train_ann}", f"data.train_images={train_img}",
         f"data.val_ann={val_ann}", f"data.val_images={val_img}",
     ] + _schedule(args, train_ann, train_img) + list(args.set)
+    backbone = ""
+    if args.data:
+        backbone = _backbone_line(load_config(None, base).model)
+        print(f"      backbone: {backbone}", flush=True)
 
     steps: list[tuple[str, float, str]] = []  # (step, seconds, outcome) for the closing recap
     runs: dict[str, list[dict]] = {"maxiou": [], "adla": []}
@@ -113,7 +128,8 @@ def run_demo(args) -> int:
     table = format_metrics_table({"max-IoU": results["maxiou"], "ADLA": results["adla"]})
     title = "Evaluation (AI-TOD metrics, %" + (", seed 0)" if args.seeds > 1 else ")")
     print(f"\n{title}:\n" + table, flush=True)
-    report = ["# adla demo report", "", f"## {title}", "", "```", table, "```", ""]
+    report = ["# adla demo report", ""] + ([f"Backbone: {backbone}.", ""] if backbone else []) + [
+        f"## {title}", "", "```", table, "```", ""]
     if args.seeds > 1:
         report += _seed_report(runs, classes, out, args.seeds)
 
@@ -177,14 +193,43 @@ def _schedule(args, train_ann: Path, train_img: Path) -> list[str]:
             raise AdlaError(f"--epochs must be at least 1, got {args.epochs}")
         return [f"optim.epochs={args.epochs}", f"optim.milestones=[{max(args.epochs - 2, 1)}]"]
     if args.data:
-        return real_recipe(train_ann, train_img)
+        return real_recipe(train_ann, train_img, pretrained=_pretrained_weights() is not None)
     return [f"optim.epochs={SYNTH_EPOCHS}", f"optim.milestones=[{SYNTH_EPOCHS - 2}]"]
 
 
-def real_recipe(train_ann: Path, train_img: Path, batch: int = 4) -> list[str]:
+def _pretrained_weights() -> Path | None:
+    """The checked ImageNet weights of the pretrained recipe's backbone in torch's hub cache, or None.
+
+    Never downloads; a file there that fails its sha256 is an error naming the fix, not a silent fallback."""
+    from adla.weights import find
+
+    return find(PRETRAINED_BACKBONE)
+
+
+def _backbone_line(model_cfg) -> str:
+    """Which backbone and weights a run's model config builds, in words (printed and in report.md)."""
+    from adla.model import resolved_head_norm, resolved_norm
+
+    norms = f"{resolved_norm(model_cfg)} norm in the backbone, {resolved_head_norm(model_cfg)} in FPN and heads"
+    if not model_cfg.backbone_weights:
+        why = ""
+        if _pretrained_weights() is None:
+            from adla.weights import get_command, hub_dir
+
+            why = (f"; no {PRETRAINED_BACKBONE} ImageNet weights in {hub_dir()}, `{get_command(PRETRAINED_BACKBONE)}`"
+                   " gets them")
+        return f"{model_cfg.backbone} from scratch ({norms}){why}"
+    from adla.weights import IMAGENET, resolve
+
+    where = resolve(model_cfg.backbone, model_cfg.backbone_weights, download=False)
+    what = "ImageNet weights" if model_cfg.backbone_weights == IMAGENET else "weights"
+    return f"{model_cfg.backbone} with {what} {where} (sha256 checked; {norms})"
+
+
+def real_recipe(train_ann: Path, train_img: Path, batch: int = 4, pretrained: bool = False) -> list[str]:
     """The real-data recipe for a training set: square crops as large as the shorter side of its
     smallest image (a multiple of the model's largest stride, 32, between 128 and 512), and the iterations
-    that spend ``REAL_PIXELS``."""
+    that spend ``REAL_PIXELS`` (``PRETRAINED_PIXELS`` and ``PRETRAINED_RECIPE`` with ``pretrained``)."""
     import math
 
     from adla.anchors import DEFAULT_MAX_STRIDE  # the demo keeps the default anchors
@@ -194,17 +239,17 @@ def real_recipe(train_ann: Path, train_img: Path, batch: int = 4) -> list[str]:
     short = min(min(int(r["height"]), int(r["width"])) for r in ds.images)
     s = DEFAULT_MAX_STRIDE
     crop = min(512, max(128, s * math.ceil(short / s)))
-    iters = max(1, round(REAL_PIXELS / (batch * crop * crop)))
+    iters = max(1, round((PRETRAINED_PIXELS if pretrained else REAL_PIXELS) / (batch * crop * crop)))
     decay_epoch = max(1, int(REAL_DECAY_AT * iters / math.ceil(len(ds) / batch)))  # milestones count epochs
-    return REAL_RECIPE + [f"data.crop={crop}", f"optim.iters={iters}", f"data.batch_size={batch}",
-                          f"optim.milestones=[{decay_epoch}]"]
+    return REAL_RECIPE + (PRETRAINED_RECIPE if pretrained else []) + [
+        f"data.crop={crop}", f"optim.iters={iters}", f"data.batch_size={batch}", f"optim.milestones=[{decay_epoch}]"]
 
 
 def _plan(cfg) -> str:
     if cfg.optim.iters:
         ema = f", EMA {cfg.optim.ema}" if cfg.optim.ema else ""
-        return (f"real-data recipe: {cfg.optim.iters} iterations of {cfg.data.batch_size} crops of "
-                f"{cfg.data.crop} px, {cfg.model.norm} norm, D4 views, {cfg.optim.schedule} lr{ema}")
+        return (f"real-data recipe: {cfg.model.backbone}, {cfg.optim.iters} iterations of {cfg.data.batch_size} "
+                f"crops of {cfg.data.crop} px, {cfg.model.norm} norm, D4 views, {cfg.optim.schedule} lr{ema}")
     return f"{cfg.optim.epochs} epochs"
 
 
