@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -28,9 +29,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         try:
             yield tmp_path
         except OSError as exc:
-            if exc.filename is None or Path(exc.filename) != tmp_path:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # a write() says so without a file name
+            if not full and (exc.filename is None or Path(exc.filename) != tmp_path):
                 raise  # about another file: not ours to describe
-            raise AdlaError(f"cannot write ({exc.strerror or exc})", path) from exc
+            kept = "; the previous file is kept" if path.exists() else ""
+            raise AdlaError(f"cannot write ({exc.strerror or exc}){kept}", path) from exc
         try:
             if tmp_path.exists():  # mkstemp makes 0600 files: give the result the usual umask mode
                 umask = os.umask(0)

@@ -276,3 +276,23 @@ def test_train_resumes_from_its_own_resolved_config(tmp_path, capsys):
     before = (run / "config.yaml").read_text()
     assert _cli(["train", run / "config.yaml", "--no-eval", "--resume"], capsys)[0] == 0
     assert (run / "config.yaml").read_text() == before
+
+
+def test_full_disk_in_any_atomic_write_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """write() on a full disk raises OSError(ENOSPC) without a file name: it was re-raised as a traceback."""
+    import errno
+    import json
+
+    from adla.io import write_json
+
+    out = tmp_path / "metrics.json"
+    write_json(out, {"AP": 0.5})
+
+    def dump(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", dump)
+    with pytest.raises(AdlaError, match="No space left on device.*previous file is kept") as err:
+        write_json(out, {"AP": 0.6})
+    assert str(out) in str(err.value) and json.loads(out.read_text()) == {"AP": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
