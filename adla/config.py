@@ -280,6 +280,8 @@ def _with_base(tree: dict, path: Path, depth: int = 0) -> dict:
         return tree
     if depth > 8:
         raise AdlaError("_base_ chain deeper than 8 files (a cycle?)", path)
+    if not isinstance(base_name, str):
+        raise AdlaError(f"_base_ must be one file name, got {type(base_name).__name__} {base_name!r:.60}", path)
     base_path = (path.parent / base_name).resolve()
     if not base_path.is_file():
         raise AdlaError(f"_base_ file {base_name} not found", path)
@@ -287,6 +289,8 @@ def _with_base(tree: dict, path: Path, depth: int = 0) -> dict:
         base = yaml.safe_load(base_path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise AdlaError(f"not valid YAML: {exc}", base_path) from exc
+    if not isinstance(base, dict):
+        raise AdlaError(f"a config must be a mapping of sections, got {type(base).__name__}", base_path)
     return _merge(_with_base(base, base_path, depth + 1), tree)
 
 
