@@ -276,7 +276,8 @@ def _add_efficient_nms(network: trt.INetworkDefinition, score_thr: float, iou_th
     network.unmark_output(boxes)
     network.unmark_output(scores)
     registry = trt.get_plugin_registry()
-    creator = registry.get_plugin_creator("EfficientNMS_TRT", "1", "")
+    # get_creator: TensorRT 11 dropped get_plugin_creator (checked on the real bindings, scripts/trt_api_check.py)
+    creator = registry.get_creator("EfficientNMS_TRT", "1", "")
     if creator is None:
         raise AdlaError("this TensorRT has no EfficientNMS_TRT plugin; use --nms native (TensorRT >= 8.5)")
 
