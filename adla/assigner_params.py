@@ -1,18 +1,20 @@
 """Typed parameters of each label assigner: one frozen dataclass per name of ``adla.train.assigners.ASSIGNERS``.
 
-The run config's ``assigner.params`` is one of these, picked by ``assigner.name``, so that a wrong key
-or a wrong type in a YAML file or a ``--set assigner.params.key=value`` override is an error when the
-config is loaded, not when training builds the assigner. Core cannot import the assigners
-(tests/core/test_layers.py), so the fields are written out here: the names, defaults and order of the
-assigner classes' keyword-only ``__init__`` arguments (tests/train/test_assigner_params.py checks that
-the two never drift). Sequences are tuples. Rules on values (ranges, relations between arguments) stay
-in the assigner classes, their one source, and fail when the assigner is built.
+This is the one place where an assigner parameter is declared: its name, type and default. Each
+assigner class takes its dataclass (``MaxIoUAssigner(MaxIoUParams(...))``, or keyword changes to the
+defaults) and declares no parameter of its own; the paper's ADLA values (``paper.py``), NWD's constant
+and RFLA's receptive fields are read from here. The run config's ``assigner.params`` is one of these,
+picked by ``assigner.name``, so that a wrong key or a wrong type in a YAML file or a
+``--set assigner.params.key=value`` override is an error when the config is loaded, not when training
+builds the assigner; that is why they live in the core, which cannot import the assigners (the house
+rule, tests/core/test_layers.py). Sequences are tuples. Rules on values (ranges, relations between
+arguments) stay in the assigner classes and fail when the assigner is built.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -30,19 +32,20 @@ class MaxIoUParams:
 
 @dataclass(frozen=True)
 class AdlaParams:
-    """``adla``: :class:`adla.train.assigners.adaptive.AdaptiveDynamicAssigner` (defaults from ``paper.py``)."""
+    """``adla``: :class:`adla.train.assigners.adaptive.AdaptiveDynamicAssigner`, the paper's values (Ge et al.,
+    JSTARS 2024; their equations in ``adla.train.assigners.paper``)."""
 
-    alpha0: float = 0.6
-    alpha_start: float = 0.1
-    alpha_end: float = 0.5
-    gamma: float = 1.5
-    p_tp: float = 0.75
+    alpha0: float = 0.6  # alpha after the schedule ends, the paper's best (Table VIII)
+    alpha_start: float = 0.1  # fraction of training where alpha starts to fall from 1, eq. (10)
+    alpha_end: float = 0.5  # fraction of training where alpha reaches alpha0
+    gamma: float = 1.5  # exponent of |A - R| in the dynamic IoU (Table VIII)
+    p_tp: float = 0.75  # eqs. (1), (2): a perfectly matched square GT gets 0.5 / 0.4
     p_tn: float = 0.8
-    tp_min: float = 0.1
+    tp_min: float = 0.1  # eq. (5): floors of the thresholds
     tn_min: float = 0.05
     adaptive: bool = True
     dynamic: bool = True
-    quality: str = "diou"
+    matching: str = "diou"  # "diou": the paper's dynamic IoU, eqs. (8), (9); "md": DAL's matching degree, eq. (6)
     fixed_pos_thr: float = 0.5
     fixed_neg_thr: float = 0.4
     match_low_quality: bool = False
@@ -61,7 +64,8 @@ class ATSSParams:
 
 @dataclass(frozen=True)
 class NWDParams:
-    """``nwd``: :class:`adla.train.assigners.nwd.NWDAssigner`."""
+    """``nwd``: :class:`adla.train.assigners.nwd.NWDAssigner`; ``constant``: C of Wang et al. 2021 on AI-TOD (px,
+    about the mean absolute object size)."""
 
     pos_iou_thr: float = 0.5
     neg_iou_thr: float | tuple[float, ...] = 0.4  # a number, or a (low, high) pair
@@ -74,9 +78,9 @@ class NWDParams:
 
 @dataclass(frozen=True)
 class RFLAParams:
-    """``rfla``: :class:`adla.train.assigners.rfla.RFLAssigner`."""
+    """``rfla``: :class:`adla.train.assigners.rfla.RFLAssigner`, mmdet-rfla's AI-TOD constants."""
 
-    trf: tuple[float, ...] = (91.0, 267.0, 427.0)
+    trf: tuple[float, ...] = (91.0, 267.0, 427.0)  # theoretical receptive field of P3-P5, ResNet-50 FPN (px)
     erf_fraction: float = 0.5
     topk: tuple[int, ...] = (3, 1)
     stage2_ratio: float = 0.9
@@ -97,16 +101,31 @@ ASSIGNER_PARAMS: dict[str, type] = {
 
 
 def param_names(name: str) -> list[str]:
-    """The parameter names of assigner ``name``, in ``__init__`` order."""
+    """The parameter names of assigner ``name``, in declaration order."""
     return [f.name for f in fields(ASSIGNER_PARAMS[name])]
 
 
 def as_kwargs(params: AssignerParams) -> dict[str, Any]:
-    """The keyword arguments of the assigner class (a shallow dict: tuples stay tuples)."""
+    """The parameters as a shallow dict (tuples stay tuples)."""
     return {f.name: getattr(params, f.name) for f in fields(params)}
+
+
+P = TypeVar("P", MaxIoUParams, AdlaParams, ATSSParams, NWDParams, RFLAParams)
+
+
+def with_changes(kind: type[P], params: P | None, changes: dict[str, Any], who: str) -> P:
+    """``params`` (default: ``kind()``) with ``changes`` applied: how an assigner class takes its
+    parameters. A dataclass of another assigner, or an unknown name, is a ValueError naming the known ones."""
+    base = kind() if params is None else params
+    if type(base) is not kind:
+        raise ValueError(f"{type(base).__name__} given for assigner {who!r}, which takes {kind.__name__}")
+    unknown = sorted(set(changes) - {f.name for f in fields(kind)})
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; known: {[f.name for f in fields(kind)]}")
+    return replace(base, **changes) if changes else base
 
 
 __all__ = [
     "ASSIGNER_PARAMS", "ATSSParams", "AdlaParams", "AssignerParams", "MaxIoUParams", "NWDParams", "RFLAParams",
-    "as_kwargs", "param_names",
+    "as_kwargs", "param_names", "with_changes",
 ]

@@ -224,6 +224,11 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
         raise AdlaError(f"{where}: {exc}") from exc
 
 
+# parameters renamed since checkpoints were first written: (assigner, old name) -> new name. Checkpoints and
+# configs that use the old name keep loading.
+RENAMED_PARAMS = {("adla", "quality"): "matching"}  # ADLA's "diou" / "md": not a Quality (the class)
+
+
 def assigner_params(name: str, params: Any = None, where: str = "assigner.params") -> AssignerParams:
     """The typed parameters of assigner ``name`` from None (its defaults), a dict (YAML values, checkpoint
     configs: lists become tuples, ints floats where a float is due) or its dataclass, unchanged.
@@ -243,6 +248,11 @@ def assigner_params(name: str, params: Any = None, where: str = "assigner.params
                         f"{cls.__name__}")
     if not isinstance(params, Mapping):
         raise AdlaError(f"{where}: expected a mapping of assigner {name!r}'s parameters, got {params!r}")
+    for (who, old), new in RENAMED_PARAMS.items():
+        if who == name and old in params:
+            if new in params:
+                raise AdlaError(f"{where}: {old!r} is the old name of {new!r}; give only {new!r}")
+            params = {(new if k == old else k): v for k, v in params.items()}
     known = param_names(name)
     unknown = sorted(set(params) - set(known), key=str)
     if unknown:

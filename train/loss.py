@@ -7,6 +7,7 @@ exactly 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from adla.boxes import decode, encode
 from adla.metrics import SIZE_BUCKETS  # the AI-TOD size buckets on sqrt(w*h): very tiny, tiny, small, medium
+from adla.train.assigners.result import Assigner
 
 
 @dataclass
@@ -76,20 +78,19 @@ class DetectionLoss:
     -> (losses {"cls", "box", "total"}, AssignStats, num_pos)
     """
 
-    def __init__(self, assigner, *, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+    def __init__(self, assigner: Assigner, *, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
                  box_weight: float = 1.0):
         self.assigner = assigner
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.box_weight = box_weight
 
-    def _assign(self, anchors, gt_boxes, gt_labels, deltas, progress, num_level_anchors):
+    def _assign(self, anchors: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
+                deltas: torch.Tensor, progress: float, num_level_anchors: Sequence[int] | None) -> torch.Tensor:
         pred_boxes = decode(anchors, deltas.detach())
-        kwargs = {"num_level_anchors": num_level_anchors} if getattr(
-            self.assigner, "needs_level_counts", False) else {}
-        result = self.assigner.assign(anchors, gt_boxes, gt_labels, pred_boxes=pred_boxes,
-                                      progress=progress, **kwargs)
-        return getattr(result, "matched_gt", result)
+        result = self.assigner.assign(anchors, gt_boxes, gt_labels, pred_boxes=pred_boxes, progress=progress,
+                                      num_level_anchors=num_level_anchors)
+        return result.matched_gt
 
     def __call__(self, cls_logits, box_deltas, targets, anchors, progress=0.0, num_level_anchors=None):
         cls_logits = cls_logits.float()

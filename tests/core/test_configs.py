@@ -34,7 +34,7 @@ def test_config_loads_and_builds_its_assigner(path):
     if "ablation_diou_only" in path.stem:
         assert isinstance(assigner, AdaptiveDynamicAssigner) and not assigner.adaptive
     if "ablation_md" in path.stem:
-        assert assigner.quality == "md"
+        assert assigner.matching == "md"
 
 
 def test_all_paper_settings_are_shipped():
@@ -69,8 +69,8 @@ def test_shipped_assigner_params_are_typed():
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["assigner.name=adla", "assigner.params.alpha0=0.5", "assigner.params.quality=md"],
-     AssignerConfig("adla", AdlaParams(alpha0=0.5, quality="md"))),
+    (["assigner.name=adla", "assigner.params.alpha0=0.5", "assigner.params.matching=md"],
+     AssignerConfig("adla", AdlaParams(alpha0=0.5, matching="md"))),
     (["assigner.params.alpha0=0.5", "assigner.name=adla"],  # the name may come after its params
      AssignerConfig("adla", AdlaParams(alpha0=0.5))),
     (["assigner.name=atss", "assigner.params.topk=5"], AssignerConfig("atss", ATSSParams(topk=5))),
@@ -116,8 +116,8 @@ def test_bad_assigner_params_in_yaml_name_the_file_and_key(tmp_path):
     child.write_text("_base_: base.yaml\nassigner:\n  name: maxiou\n")
     with pytest.raises(AdlaError, match=r"unknown parameter\(s\) \['dynamic'\] for assigner 'maxiou'"):
         load_config(child)
-    child.write_text("_base_: base.yaml\nassigner:\n  params: {quality: md}\n")
-    assert load_config(child).assigner.params == AdlaParams(dynamic=False, quality="md")
+    child.write_text("_base_: base.yaml\nassigner:\n  params: {matching: md}\n")
+    assert load_config(child).assigner.params == AdlaParams(dynamic=False, matching="md")
     empty = tmp_path / "empty.yaml"
     empty.write_text("assigner:\n  name: atss\n  params:\n")
     assert load_config(empty).assigner.params == ATSSParams()

@@ -131,7 +131,7 @@ def test_adla_dynamic_iou_promotes_a_well_regressed_anchor():
     assert late.alpha == pytest.approx(0.6) and torch.equal(late.matched_gt, long([0, 0, -1]))
     assert late.max_quality[1].item() == pytest.approx(0.10677, abs=1e-4)
     # DAL's md (beta 1): 0.454 - 0.868 < 0, below Tn: background.
-    md = AdaptiveDynamicAssigner(quality="md").assign(ADLA_ANCHORS, ADLA_GT, long([0]), ADLA_PRED, 0.7)
+    md = AdaptiveDynamicAssigner(matching="md").assign(ADLA_ANCHORS, ADLA_GT, long([0]), ADLA_PRED, 0.7)
     assert torch.equal(md.matched_gt, long([0, -1, -1]))
     # Fixed RetinaNet thresholds: nothing reaches 0.5, everything is below 0.4.
     fixed = AdaptiveDynamicAssigner(adaptive=False).assign(ADLA_ANCHORS, ADLA_GT, long([0]), ADLA_PRED, 0.7)
@@ -204,7 +204,7 @@ def test_pairwise_iou_matches_torchvision():
     ("maxiou", {"gt_max_assign_all": False}),
     ("maxiou", {"neg_iou_thr": (0.1, 0.4)}),
     ("adla", {}),
-    ("adla", {"quality": "md", "match_low_quality": True}),
+    ("adla", {"matching": "md", "match_low_quality": True}),
     ("adla", {"adaptive": False}),
 ])
 def test_chunked_equals_unchunked(name, params):
@@ -286,14 +286,18 @@ def test_atss_on_real_anchors_gives_every_tiny_gt_a_positive():
 
 
 def test_build_assigner():
-    a = build_assigner("adla", {"alpha0": 0.5, "quality": "md"})
-    assert isinstance(a, AdaptiveDynamicAssigner) and a.alpha0 == 0.5 and a.quality == "md"
+    a = build_assigner("adla", {"alpha0": 0.5, "matching": "md"})
+    assert isinstance(a, AdaptiveDynamicAssigner) and a.alpha0 == 0.5 and a.matching == "md"
     assert isinstance(build_assigner("maxiou", {"neg_iou_thr": [0.1, 0.4]}), MaxIoUAssigner)
     with pytest.raises(AdlaError, match="unknown assigner 'hungarian'"):
         build_assigner("hungarian", {})
     with pytest.raises(AdlaError, match="unknown parameter.*'pos_thr'"):
         build_assigner("maxiou", {"pos_thr": 0.5})
-    with pytest.raises(AdlaError, match="quality"):
-        build_assigner("adla", {"quality": "nwd"})
+    with pytest.raises(AdlaError, match="matching"):
+        build_assigner("adla", {"matching": "nwd"})
+    # checkpoints written before the rename say "quality": still read
+    assert build_assigner("adla", {"quality": "md"}).matching == "md"
+    with pytest.raises(AdlaError, match="'quality' is the old name of 'matching'"):
+        build_assigner("adla", {"quality": "md", "matching": "diou"})
     with pytest.raises(AdlaError, match="neg_iou_thr"):
         build_assigner("maxiou", {"neg_iou_thr": [0.1, 0.2, 0.3]})

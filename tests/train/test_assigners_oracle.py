@@ -85,14 +85,14 @@ def test_maxiou_family_matches_reference(seed, name, params, quality):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("params", [{}, {"adaptive": False}, {"quality": "md", "match_low_quality": True},
+@pytest.mark.parametrize("params", [{}, {"adaptive": False}, {"matching": "md", "match_low_quality": True},
                                     {"alpha_start": 0.0, "alpha_end": 0.2, "alpha0": 0.3}])
 def test_adla_matches_reference(seed, params):
     anchors, gts, pred = random_case(seed)
     assigner = build_assigner("adla", params)
     alpha = assigner.alpha(0.7)
     a_iou, r_iou = pairwise_iou(anchors, gts), pairwise_iou(pred, gts)
-    d = dynamic_iou(a_iou, r_iou, alpha, assigner.gamma, 1.0 if assigner.quality == "md" else None)
+    d = dynamic_iou(a_iou, r_iou, alpha, assigner.gamma, 1.0 if assigner.matching == "md" else None)
     if assigner.adaptive:
         tp, tn = adaptive_thresholds(a_iou.max(dim=0).values, aspect_ratios(gts))
     else:

@@ -1,17 +1,19 @@
 import torch
 
 from adla.boxes import encode
+from adla.train.assigners.result import AssignResult, Static
 from adla.train.loss import AssignStats, DetectionLoss, assign_stats, bucket_of
 
 
-class FixedAssigner:
-    """Returns a given match vector: isolates the loss from any assignment rule."""
+class FixedAssigner(Static):
+    """Returns a given match vector: isolates the loss from any assignment rule. Written to the assigner
+    contract (``adla.train.assigners.Assigner``), as any assigner the loss is given."""
 
     def __init__(self, matched):
         self.matched = torch.tensor(matched)
 
-    def assign(self, anchors, gt_boxes, gt_labels, pred_boxes=None, progress=0.0):
-        return self.matched
+    def assign(self, anchors, gt_boxes, gt_labels=None, pred_boxes=None, progress=0.0, *, num_level_anchors=None):
+        return AssignResult(matched_gt=self.matched)
 
 
 ANCHORS = torch.tensor([[0.0, 0, 10, 10], [10.0, 0, 20, 10], [0.0, 10, 10, 20], [10.0, 10, 20, 20]])

@@ -1,8 +1,11 @@
 """Label assigners: which anchors are positives (and of which GT), background, or ignored.
 
-Every assigner is a stateless object with keyword-only constructor arguments and two methods::
+Every assigner is a stateless object built from its typed parameters (:mod:`adla.assigner_params`, the
+one place they are declared; or keyword changes to their defaults) and has two methods
+(:class:`~.result.Assigner`)::
 
-    result = assigner.assign(anchors, gt_boxes, gt_labels, pred_boxes=None, progress=0.0)
+    result = assigner.assign(anchors, gt_boxes, gt_labels, pred_boxes=None, progress=0.0,
+                             num_level_anchors=None)
     # anchors [A,4], gt_boxes [G,4] float xyxy pixels, gt_labels [G] int64,
     # pred_boxes [A,4] the regressed anchors (detached) or None, progress in [0,1] of training.
     result.matched_gt  # int64 [A]: >= 0 GT index (positive), -1 background, -2 ignored
@@ -22,18 +25,17 @@ The package follows the seams of the work:
   Ge et al., JSTARS 2024, with its ablations as settings; its equations in :mod:`.paper`), :mod:`.atss`
   (Zhang et al., CVPR 2020), :mod:`.nwd` (Wang et al. 2021) and :mod:`.rfla` (Xu et al., ECCV 2022).
 
-Pick one from :data:`ASSIGNERS` or with :func:`build_assigner`. The keyword arguments of each are also
-written out as a typed dataclass in :mod:`adla.assigner_params` (the run config's ``assigner.params``,
-checked when a config loads; tests/train/test_assigner_params.py keeps the two equal).
+Pick one from :data:`ASSIGNERS` or with :func:`build_assigner`. IoU-based assigners (``maxiou``, ``adla``,
+``atss``) also take a ``quality=`` :class:`Quality` (IoU by default; ``nwd`` is ``maxiou`` on NWD).
 """
 
 from __future__ import annotations
 
-from adla.assigner_params import AssignerParams, as_kwargs
+from adla.assigner_params import AssignerParams
 from adla.boxes import aspect_ratios, pairwise_iou
 from adla.config import assigner_params
 from adla.errors import AdlaError
-from adla.train.assigners.adaptive import QUALITIES, AdaptiveDynamicAssigner
+from adla.train.assigners.adaptive import MATCHINGS, AdaptiveDynamicAssigner
 from adla.train.assigners.atss import ATSSAssigner
 from adla.train.assigners.matcher import ThresholdMatcher
 from adla.train.assigners.maxiou import MaxIoUAssigner
@@ -71,13 +73,13 @@ def build_assigner(name: str, params: AssignerParams | dict | None = None) -> As
         raise AdlaError(f"unknown assigner {name!r}; known: {sorted(ASSIGNERS)}")
     typed = assigner_params(name, params)
     try:
-        return ASSIGNERS[name](**as_kwargs(typed))
+        return ASSIGNERS[name](typed)
     except (TypeError, ValueError) as exc:
         raise AdlaError(f"assigner {name!r}: {exc}") from exc
 
 
 __all__ = [
-    "ASSIGNERS", "IOU", "QUALITIES", "ATSSAssigner", "AdaptiveDynamicAssigner", "AssignResult", "Assigner",
+    "ASSIGNERS", "IOU", "MATCHINGS", "ATSSAssigner", "AdaptiveDynamicAssigner", "AssignResult", "Assigner",
     "MaxIoUAssigner", "NWDAssigner", "Quality", "QualityChunk", "RFLAssigner", "ThresholdMatcher",
     "adaptive_thresholds", "alpha_schedule", "aspect_ratios", "build_assigner", "dynamic_iou",
     "iter_quality", "nwd_quality", "pairwise_iou", "pairwise_kld", "pairwise_nwd", "receptive_fields",

@@ -4,29 +4,19 @@ settings. The equations are in :mod:`adla.train.assigners.paper`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from adla.assigner_params import AdlaParams, with_changes
 from adla.boxes import aspect_ratios
 from adla.errors import AdlaError
 from adla.train.assigners.matcher import ThresholdMatcher
-from adla.train.assigners.paper import (
-    ALPHA0,
-    ALPHA_END,
-    ALPHA_START,
-    GAMMA,
-    P_TN,
-    P_TP,
-    TN_MIN,
-    TP_MIN,
-    adaptive_thresholds,
-    alpha_schedule,
-    dynamic_iou,
-)
-from adla.train.assigners.quality import iter_quality
+from adla.train.assigners.paper import adaptive_thresholds, alpha_schedule, dynamic_iou
+from adla.train.assigners.quality import IOU, Quality, iter_quality
 from adla.train.assigners.result import AssignResult, check_chunk_size, trivial_result
 
-QUALITIES = ("diou", "md")
+MATCHINGS = ("diou", "md")  # the paper's dynamic IoU, or DAL's matching degree
 
 
 class AdaptiveDynamicAssigner:
@@ -36,7 +26,7 @@ class AdaptiveDynamicAssigner:
     (:func:`adaptive_thresholds`; with ``adaptive=False`` the fixed ``fixed_pos_thr`` / ``fixed_neg_thr``).
     Per anchor i: D_ij (:func:`dynamic_iou`) with alpha = :func:`alpha_schedule` (``progress``,
     ``alpha0``, breakpoints ``alpha_start`` and ``alpha_end``); ``dynamic=False`` fixes alpha at 1. When ``pred_boxes`` is None or alpha == 1, D is the
-    anchor IoU. ``quality="md"`` uses DAL's matching degree (beta = 1) in place of the dynamic IoU.
+    anchor IoU. ``matching="md"`` uses DAL's matching degree (beta = 1) in place of the dynamic IoU.
     Anchor i is a candidate of GT j when D_ij > Tp_j and goes to the candidate GT with the largest D_ij
     (ties: lowest GT index); without candidate it is background when D_ij < Tn_j for every j, else ignored.
     ``match_low_quality`` adds mmdetection's low-quality matching on D (each GT also takes its best
@@ -44,50 +34,38 @@ class AdaptiveDynamicAssigner:
     :func:`~adla.train.assigners.quality.iter_quality`.
 
     Ablations of the paper: adaptive thresholds only = ``dynamic=False``; dynamic IoU with RetinaNet's
-    0.5 / 0.4 = ``adaptive=False``; DAL's md in place of the dynamic IoU = ``quality="md"``.
+    0.5 / 0.4 = ``adaptive=False``; DAL's md in place of the dynamic IoU = ``matching="md"``.
+
+    The parameters are an :class:`~adla.assigner_params.AdlaParams` (or keyword changes to its defaults,
+    the paper's values). ``quality``: the pairwise measure of anchors and regressed boxes with the GTs
+    (the paper's IoU; any :class:`~adla.train.assigners.quality.Quality`).
     """
 
-    def __init__(
-        self,
-        *,
-        alpha0: float = ALPHA0,
-        alpha_start: float = ALPHA_START,
-        alpha_end: float = ALPHA_END,
-        gamma: float = GAMMA,
-        p_tp: float = P_TP,
-        p_tn: float = P_TN,
-        tp_min: float = TP_MIN,
-        tn_min: float = TN_MIN,
-        adaptive: bool = True,
-        dynamic: bool = True,
-        quality: str = "diou",
-        fixed_pos_thr: float = 0.5,
-        fixed_neg_thr: float = 0.4,
-        match_low_quality: bool = False,
-        chunk_size: int = 32,
-        prune: bool = True,
-    ):
-        if quality not in QUALITIES:
-            raise AdlaError(f"adla: quality must be one of {list(QUALITIES)}, got {quality!r}")
-        if not 0.0 <= alpha0 <= 1.0:
-            raise AdlaError(f"adla: alpha0 must be in [0, 1], got {alpha0}")
-        if not (tp_min > 0 and fixed_pos_thr > 0):
-            raise AdlaError(f"adla: tp_min and fixed_pos_thr must be > 0, got {tp_min}, {fixed_pos_thr}")
-        if not 0.0 <= alpha_start < alpha_end:
-            raise AdlaError(f"adla: need 0 <= alpha_start < alpha_end, got {alpha_start}, {alpha_end}")
-        check_chunk_size("adla", chunk_size)
-        self.alpha0 = alpha0
-        self.alpha_start, self.alpha_end = alpha_start, alpha_end
-        self.gamma = gamma
-        self.p_tp, self.p_tn = p_tp, p_tn
-        self.tp_min, self.tn_min = tp_min, tn_min
-        self.adaptive = adaptive
-        self.dynamic = dynamic
+    def __init__(self, params: AdlaParams | None = None, *, quality: Quality = IOU, **changes: Any):
+        p = with_changes(AdlaParams, params, changes, "adla")
+        if p.matching not in MATCHINGS:
+            raise AdlaError(f"adla: matching must be one of {list(MATCHINGS)}, got {p.matching!r}")
+        if not 0.0 <= p.alpha0 <= 1.0:
+            raise AdlaError(f"adla: alpha0 must be in [0, 1], got {p.alpha0}")
+        if not (p.tp_min > 0 and p.fixed_pos_thr > 0):
+            raise AdlaError(f"adla: tp_min and fixed_pos_thr must be > 0, got {p.tp_min}, {p.fixed_pos_thr}")
+        if not 0.0 <= p.alpha_start < p.alpha_end:
+            raise AdlaError(f"adla: need 0 <= alpha_start < alpha_end, got {p.alpha_start}, {p.alpha_end}")
+        check_chunk_size("adla", p.chunk_size)
+        self.params = p
         self.quality = quality
-        self.fixed_pos_thr, self.fixed_neg_thr = fixed_pos_thr, fixed_neg_thr
-        self.match_low_quality = match_low_quality
-        self.chunk_size = chunk_size
-        self.prune = prune
+        self.alpha0 = p.alpha0
+        self.alpha_start, self.alpha_end = p.alpha_start, p.alpha_end
+        self.gamma = p.gamma
+        self.p_tp, self.p_tn = p.p_tp, p.p_tn
+        self.tp_min, self.tn_min = p.tp_min, p.tn_min
+        self.adaptive = p.adaptive
+        self.dynamic = p.dynamic
+        self.matching = p.matching
+        self.fixed_pos_thr, self.fixed_neg_thr = p.fixed_pos_thr, p.fixed_neg_thr
+        self.match_low_quality = p.match_low_quality
+        self.chunk_size = p.chunk_size
+        self.prune = p.prune
 
     def alpha(self, progress: float) -> float:
         """Weight of the anchor IoU at ``progress`` (1 when ``dynamic`` is off)."""
@@ -118,7 +96,7 @@ class AdaptiveDynamicAssigner:
             trivial.alpha = alpha
             return trivial
         use_pred = pred_boxes is not None and alpha < 1.0
-        beta = 1.0 if self.quality == "md" else None
+        beta = 1.0 if self.matching == "md" else None
         g, device = gt_boxes.shape[0], anchors.device
         ar = aspect_ratios(gt_boxes.float())
         iou_max = torch.zeros(g, device=device)
@@ -132,6 +110,7 @@ class AdaptiveDynamicAssigner:
             anchors,
             gt_boxes,
             pred_boxes if use_pred else None,
+            quality=self.quality,
             chunk_size=self.chunk_size,
             prune=self.prune,
         )

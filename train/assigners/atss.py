@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from adla.boxes import paired_iou
+from adla.assigner_params import ATSSParams, with_changes
 from adla.errors import AdlaError
+from adla.train.assigners.quality import IOU, Quality
 from adla.train.assigners.result import AssignResult, Static, check_chunk_size, trivial_result
 
 
@@ -24,17 +26,21 @@ class ATSSAssigner(Static):
     ``assign`` takes ``num_level_anchors``: the anchor count per level, in the order of ``anchors``
     (from :mod:`adla.anchors`: ``torch.bincount(anchor_levels(spec, H, W)).tolist()``). Without it all
     anchors count as one level (top-k over the whole image).
+
+    The parameters are an :class:`~adla.assigner_params.ATSSParams` (or keyword changes to its defaults);
+    ``quality``: the measure of the candidates (IoU, as the paper; its ``paired`` form is used).
     """
 
-    needs_level_counts = True  # the loss passes ``num_level_anchors`` to assigners that set this
-
-    def __init__(self, *, topk: int = 9, center_eps: float = 0.01, chunk_size: int = 64):
-        if topk < 1:
-            raise AdlaError(f"atss: topk must be >= 1, got {topk}")
-        check_chunk_size("atss", chunk_size)
-        self.topk = topk
-        self.center_eps = center_eps
-        self.chunk_size = chunk_size
+    def __init__(self, params: ATSSParams | None = None, *, quality: Quality = IOU, **changes: Any):
+        p = with_changes(ATSSParams, params, changes, "atss")
+        if p.topk < 1:
+            raise AdlaError(f"atss: topk must be >= 1, got {p.topk}")
+        check_chunk_size("atss", p.chunk_size)
+        self.params = p
+        self.quality = quality
+        self.topk = p.topk
+        self.center_eps = p.center_eps
+        self.chunk_size = p.chunk_size
 
     @torch.no_grad()
     def assign(
@@ -70,7 +76,7 @@ class ATSSAssigner(Static):
                     cand_list.append(dist[offset : offset + n].topk(k, dim=0, largest=False).indices + offset)
                 offset += n
             cand = torch.cat(cand_list)  # [K, g] anchor indices
-            iou = paired_iou(anchors[cand], gts[None])  # [K, g]
+            iou = self.quality.paired(anchors[cand], gts[None])  # [K, g]
             thr = iou.mean(dim=0) + iou.std(dim=0)
             c = centers[cand]  # [K, g, 2]
             inside = torch.stack([c[..., 0] - gts[:, 0], c[..., 1] - gts[:, 1],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from adla.assigner_params import MaxIoUParams, NWDParams, with_changes
 from adla.errors import AdlaError
 from adla.train.assigners.matcher import ThresholdMatcher
 from adla.train.assigners.quality import IOU, Quality, iter_quality
@@ -28,33 +30,27 @@ class MaxIoUAssigner(Static):
     ignored. With ``match_low_quality`` each GT then also takes its best anchor, every anchor tied with
     it when ``gt_max_assign_all``, provided that IoU >= ``min_pos_iou`` (and > 0: a GT overlapping no
     anchor takes none, where mmdetection would give it every zero-IoU anchor).
-    ``chunk_size``, ``prune``: see :func:`~adla.train.assigners.quality.iter_quality`.
+    ``chunk_size``, ``prune``: see :func:`~adla.train.assigners.quality.iter_quality`. The parameters are
+    a :class:`~adla.assigner_params.MaxIoUParams` (or keyword changes to its defaults); ``quality`` is the
+    pairwise measure the thresholds apply to (IoU; NWD in :class:`~adla.train.assigners.nwd.NWDAssigner`).
     """
 
     name = "maxiou"
-    quality: Quality = IOU
 
-    def __init__(
-        self,
-        *,
-        pos_iou_thr: float = 0.5,
-        neg_iou_thr: float | Sequence[float] = 0.4,
-        min_pos_iou: float = 0.0,
-        gt_max_assign_all: bool = True,
-        match_low_quality: bool = True,
-        chunk_size: int = 32,
-        prune: bool = True,
-    ):
-        if not pos_iou_thr > 0:
-            raise AdlaError(f"{self.name}: pos_iou_thr must be > 0, got {pos_iou_thr}")
-        check_chunk_size(self.name, chunk_size)
-        self.pos_iou_thr = float(pos_iou_thr)
-        self.neg_iou_thr = _neg_range(self.name, neg_iou_thr)
-        self.min_pos_iou = float(min_pos_iou)
-        self.gt_max_assign_all = gt_max_assign_all
-        self.match_low_quality = match_low_quality
-        self.chunk_size = chunk_size
-        self.prune = prune
+    def __init__(self, params: MaxIoUParams | None = None, *, quality: Quality = IOU, **changes: Any):
+        p = with_changes(MaxIoUParams, params, changes, self.name)
+        if not p.pos_iou_thr > 0:
+            raise AdlaError(f"{self.name}: pos_iou_thr must be > 0, got {p.pos_iou_thr}")
+        check_chunk_size(self.name, p.chunk_size)
+        self.params: MaxIoUParams | NWDParams = p
+        self.quality = quality
+        self.pos_iou_thr = float(p.pos_iou_thr)
+        self.neg_iou_thr = _neg_range(self.name, p.neg_iou_thr)
+        self.min_pos_iou = float(p.min_pos_iou)
+        self.gt_max_assign_all = p.gt_max_assign_all
+        self.match_low_quality = p.match_low_quality
+        self.chunk_size = p.chunk_size
+        self.prune = p.prune
 
     def _assign_near(self, anchors: torch.Tensor, gt_boxes: torch.Tensor) -> AssignResult | None:
         """The same result from the anchor-GT pairs near enough to matter, where a subclass can find them

@@ -11,13 +11,14 @@ anchor-GT pairs near enough to matter (:mod:`~adla.train.assigners.spatial`), wi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from adla.assigner_params import MaxIoUParams, NWDParams, with_changes
 from adla.errors import AdlaError
 from adla.train.assigners.maxiou import MaxIoUAssigner
-from adla.train.assigners.quality import NWD_CONSTANT, NWDPairs, nwd_quality
+from adla.train.assigners.quality import NWDPairs, nwd_quality
 from adla.train.assigners.result import AssignResult
 from adla.train.assigners.spatial import best_per_box, full_grid, gt_pairs, top_k_per_gt, worth_pruning
 
@@ -35,24 +36,16 @@ class NWDAssigner(MaxIoUAssigner):
     name = "nwd"
     prune_min_pairs = 1 << 23  # anchors x GTs below which the dense path is the faster one (CPU)
 
-    def __init__(
-        self,
-        *,
-        pos_iou_thr: float = 0.5,
-        neg_iou_thr: float | Sequence[float] = 0.4,
-        min_pos_iou: float = 0.0,
-        gt_max_assign_all: bool = True,
-        match_low_quality: bool = True,
-        constant: float = NWD_CONSTANT,
-        chunk_size: int = 128,
-    ):
-        if not constant > 0:
-            raise AdlaError(f"nwd: constant must be > 0, got {constant}")
-        super().__init__(pos_iou_thr=pos_iou_thr, neg_iou_thr=neg_iou_thr, min_pos_iou=min_pos_iou,
-                         gt_max_assign_all=gt_max_assign_all, match_low_quality=match_low_quality,
-                         chunk_size=chunk_size, prune=True)
-        self.constant = float(constant)
-        self.quality = nwd_quality(self.constant)
+    def __init__(self, params: NWDParams | None = None, **changes: Any):
+        p = with_changes(NWDParams, params, changes, self.name)
+        if not p.constant > 0:
+            raise AdlaError(f"nwd: constant must be > 0, got {p.constant}")
+        base = MaxIoUParams(pos_iou_thr=p.pos_iou_thr, neg_iou_thr=p.neg_iou_thr, min_pos_iou=p.min_pos_iou,
+                            gt_max_assign_all=p.gt_max_assign_all, match_low_quality=p.match_low_quality,
+                            chunk_size=p.chunk_size, prune=True)
+        super().__init__(base, quality=nwd_quality(float(p.constant)))
+        self.params = p  # NWD's own: the max-IoU fields and the constant
+        self.constant = float(p.constant)
 
     def _assign_near(self, anchors: torch.Tensor, gt_boxes: torch.Tensor) -> AssignResult | None:
         if self.prune and worth_pruning(anchors, gt_boxes, self.prune_min_pairs):

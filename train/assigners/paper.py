@@ -1,8 +1,8 @@
 """ADLA's pure functions (Ge et al., JSTARS 2024): the alpha schedule, eq. (10); the adaptive thresholds,
 eqs. (1)-(5); the dynamic IoU, eqs. (8), (9). Floats or tensors in, the same out.
 
-The defaults are written here once; :class:`~adla.train.assigners.adaptive.AdaptiveDynamicAssigner`
-takes them from here.
+The paper's values are declared once, as the defaults of :class:`adla.assigner_params.AdlaParams` (the
+run config's ``assigner.params`` of ``adla``); the names below are read from there.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from typing import TypeVar
 
 import torch
 
+from adla.assigner_params import AdlaParams
+
 Num = TypeVar("Num", float, torch.Tensor)
 
-ALPHA0 = 0.6  # alpha after the schedule ends, the paper's best (Table VIII)
-ALPHA_START = 0.1  # fraction of training where alpha starts to fall from 1
-ALPHA_END = 0.5  # fraction of training where alpha reaches alpha0
-GAMMA = 1.5  # exponent of |A - R| in the dynamic IoU (Table VIII)
-P_TP, P_TN = 0.75, 0.8  # eqs. (1), (2): a perfectly matched square GT gets 0.5 / 0.4
-TP_MIN, TN_MIN = 0.1, 0.05  # eq. (5): floors of the thresholds
+ALPHA0 = AdlaParams.alpha0  # alpha after the schedule ends, the paper's best (Table VIII)
+ALPHA_START = AdlaParams.alpha_start  # fraction of training where alpha starts to fall from 1
+ALPHA_END = AdlaParams.alpha_end  # fraction of training where alpha reaches alpha0
+GAMMA = AdlaParams.gamma  # exponent of |A - R| in the dynamic IoU (Table VIII)
+P_TP, P_TN = AdlaParams.p_tp, AdlaParams.p_tn  # eqs. (1), (2): a perfectly matched square GT gets 0.5 / 0.4
+TP_MIN, TN_MIN = AdlaParams.tp_min, AdlaParams.tn_min  # eq. (5): floors of the thresholds
 
 
 def alpha_schedule(

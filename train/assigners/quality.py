@@ -14,22 +14,26 @@ from dataclasses import dataclass
 
 import torch
 
-from adla.boxes import centers_sizes, pairwise_iou
+from adla.assigner_params import NWDParams
+from adla.boxes import centers_sizes, paired_iou, pairwise_iou
 from adla.train.assigners.spatial import shape_layers
 
 
 @dataclass(frozen=True)
 class Quality:
-    """A pairwise quality ``fn(boxes [N,4], gt_boxes [M,4]) -> [N, M]`` (xyxy px; higher is better)."""
+    """A pairwise quality ``fn(boxes [N,4], gt_boxes [M,4]) -> [N, M]`` (xyxy px; higher is better), and
+    the same element by element, ``paired(a [..., 4], b [..., 4]) -> [...]`` (broadcast), for assigners that
+    score chosen candidates only (ATSS)."""
 
     name: str
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     zero_off_overlap: bool  # exactly 0 for every pair of boxes with no positive-area intersection
+    paired: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-IOU = Quality("iou", pairwise_iou, zero_off_overlap=True)
+IOU = Quality("iou", pairwise_iou, zero_off_overlap=True, paired=paired_iou)
 
-NWD_CONSTANT = 12.8  # C of Wang et al. 2021 on AI-TOD (about the mean absolute object size)
+NWD_CONSTANT = NWDParams.constant  # C of Wang et al. 2021 on AI-TOD (declared with the nwd assigner's parameters)
 
 
 def pairwise_nwd(boxes: torch.Tensor, gt_boxes: torch.Tensor, constant: float = NWD_CONSTANT) -> torch.Tensor:
@@ -45,8 +49,20 @@ def pairwise_nwd(boxes: torch.Tensor, gt_boxes: torch.Tensor, constant: float = 
     return w2.mul_(-1.0 / constant).exp_()
 
 
+def paired_nwd(a: torch.Tensor, b: torch.Tensor, constant: float = NWD_CONSTANT) -> torch.Tensor:
+    """NWD of xyxy boxes ``a`` [..., 4] with ``b`` [..., 4], element by element (broadcast)."""
+    half = torch.tensor(_HALF, device=a.device)
+
+    def gauss(x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return torch.cat([(x[..., :2] + x[..., 2:]) * 0.5, x[..., 2:] - x[..., :2]], dim=-1) * half
+
+    return torch.linalg.vector_norm(gauss(a) - gauss(b), dim=-1).mul_(-1.0 / constant).exp_()
+
+
 def nwd_quality(constant: float = NWD_CONSTANT) -> Quality:
-    return Quality("nwd", lambda b, g: pairwise_nwd(b, g, constant), zero_off_overlap=False)
+    return Quality("nwd", lambda b, g: pairwise_nwd(b, g, constant), zero_off_overlap=False,
+                   paired=lambda a, b: paired_nwd(a, b, constant))
 
 
 _HALF = (1.0, 1.0, 0.5, 0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,12 +41,21 @@ class AssignResult:
 
 
 class Assigner(Protocol):
-    """The contract of every assigner in :data:`~adla.train.assigners.ASSIGNERS`."""
+    """The contract of every assigner in :data:`~adla.train.assigners.ASSIGNERS`.
+
+    ``assign`` receives, for one image: ``anchors`` [A,4] and ``gt_boxes`` [G,4] (float xyxy px),
+    ``gt_labels`` [G] int64, ``pred_boxes`` [A,4] the regressed anchors (detached; None before any
+    regression), ``progress`` in [0, 1] of training, and ``num_level_anchors``, the anchor count of each
+    pyramid level in the order of ``anchors`` (None: one level). Each assigner uses what it needs of these
+    and ignores the rest; the loss always passes them all. It returns an :class:`AssignResult`.
+    ``alpha(progress)`` is the weight of the anchor IoU at that progress (1.0 without a schedule).
+    """
 
     def alpha(self, progress: float) -> float: ...
 
     def assign(self, anchors: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor | None = None,
-               pred_boxes: torch.Tensor | None = None, progress: float = 0.0, **kwargs) -> AssignResult: ...
+               pred_boxes: torch.Tensor | None = None, progress: float = 0.0, *,
+               num_level_anchors: Sequence[int] | None = None) -> AssignResult: ...
 
 
 class Static:

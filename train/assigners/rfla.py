@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from adla.assigner_params import RFLAParams, with_changes
 from adla.boxes import centers_sizes
 from adla.errors import AdlaError
 from adla.train.assigners.result import AssignResult, Static, check_chunk_size, trivial_result
@@ -36,7 +38,7 @@ from adla.train.assigners.spatial import (
     worth_pruning,
 )
 
-TRF_R50_FPN = (91.0, 267.0, 427.0)  # theoretical receptive field of P3, P4, P5, ResNet-50 FPN (px)
+TRF_R50_FPN = RFLAParams.trf  # theoretical receptive field of P3, P4, P5, ResNet-50 FPN (px), as declared there
 _GRID = 1024.0  # priors are snapped to 1/1024 px and 1/1024 of a log2 aspect ratio, so equal ones merge
 
 
@@ -171,19 +173,12 @@ class RFLAssigner(Static):
     else on dense [priors, ``chunk_size``] KLD matrices.
     """
 
-    needs_level_counts = True  # the loss passes ``num_level_anchors`` to assigners that set this
     prune_min_pairs = 1 << 23  # anchors x GTs below which the dense path is the faster one (CPU)
 
-    def __init__(
-        self,
-        *,
-        trf: Sequence[float] = TRF_R50_FPN,
-        erf_fraction: float = 0.5,
-        topk: Sequence[int] = (3, 1),
-        stage2_ratio: float = 0.9,
-        neg_thr: float = 0.8,
-        chunk_size: int = 64,
-    ):
+    def __init__(self, params: RFLAParams | None = None, **changes: Any):
+        p = with_changes(RFLAParams, params, changes, "rfla")
+        trf, erf_fraction, topk, stage2_ratio, neg_thr, chunk_size = (
+            p.trf, p.erf_fraction, p.topk, p.stage2_ratio, p.neg_thr, p.chunk_size)
         if len(topk) != 2 or min(topk) < 1:
             raise AdlaError(f"rfla: topk must be two counts >= 1 (stage 1, stage 2), got {topk}")
         if not (erf_fraction > 0 and stage2_ratio > 0 and all(t > 0 for t in trf)):
@@ -192,6 +187,7 @@ class RFLAssigner(Static):
         if not 0 < neg_thr <= 1:
             raise AdlaError(f"rfla: neg_thr must be in (0, 1], got {neg_thr}")
         check_chunk_size("rfla", chunk_size)
+        self.params = p
         self.trf = tuple(float(t) for t in trf)
         self.erf_fraction = float(erf_fraction)
         self.topk = (int(topk[0]), int(topk[1]))
