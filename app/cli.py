@@ -10,20 +10,31 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-
-# OpenMP threads that wait for work sleep instead of spinning. On a small machine shared with another
-# process (or with loader workers), spinning threads steal the cores the work needs: a training step of
-# the real-data recipe took 2.24 s with spinning and 0.86 s without, next to another training job on
-# 2 cores, at a cost of about 20 % alone (0.45 -> 0.54 s; README, "Training"). Set before torch is
-# imported; an OMP_WAIT_POLICY already set (ACTIVE for a dedicated machine) is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import warnings
 
 from adla import __version__
 from adla.errors import AdlaError, one_line
 
 
+def process_settings() -> None:
+    """What the ``adla`` command sets for its whole process, before any command imports torch. Importing
+    adla changes no process-wide state; running the command does, here and only here.
+
+    - OpenMP threads that wait for work sleep instead of spinning. On a small machine shared with another
+      process (or with loader workers), spinning threads steal the cores the work needs: a training step of
+      the real-data recipe took 2.24 s with spinning and 0.86 s without, next to another training job on
+      2 cores, at a cost of about 20 % alone (0.45 -> 0.54 s; README, "Training"). An OMP_WAIT_POLICY
+      already set (ACTIVE for a dedicated machine) is kept.
+    - PNG/JPEG scenes have no georeference; that is expected (the writers say so in the outputs), not a
+      warning for each file. A filter, not ``catch_warnings``, which is not thread-safe (readers run in
+      threads).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from adla.app import demo, evaluate
+    from adla.app import demo, evaluate, weights
     from adla.data import commands as data_commands
     from adla.export import commands as export_commands
     from adla.runtime import commands as runtime_commands
@@ -44,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     assign_commands.register(sub)
     export_commands.register(sub)
     runtime_commands.register(sub)
+    weights.register(sub)
     bench = sub.add_parser("bench", help="benchmarks that print a table (assign, train-step, model, tiled)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
     assign_commands.register_bench(bench_sub)
@@ -55,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    process_settings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

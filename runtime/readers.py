@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +33,8 @@ def _rasterio():
     os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
     import rasterio
 
-    # PNG/JPEG scenes have no georeference; that is expected here (the writers handle it), not a warning.
-    # Set once, globally: warnings.catch_warnings is not thread-safe and readers run in threads.
-    warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
+    # a PNG/JPEG scene has no georeference: rasterio warns; the adla command filters that warning for its
+    # process (adla.app.cli.process_settings), the library leaves the caller's warning filters alone
     return rasterio
 
 
