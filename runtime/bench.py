@@ -17,7 +17,10 @@ Each variant runs in its own subprocess, so its peak memory (``ru_maxrss`` of th
 Speed-up = time(b) / time(a); pipeline efficiency = time(c) / time(a).
 
 ``--model A --model B`` (or ``--compare B``) also measures the latency ratio B / A of two models on the
-scene with interleaved runs in one process (A B, B A, A B, ...), median over runs and its spread.
+scene with interleaved runs in one process (A B, B A, A B, ...), median over runs and its spread, and the
+per-tile latency of each (one tile per call, ``--tile-runs`` interleaved rounds): FP32 vs INT8 (QDQ) or FP16
+ONNX side by side (``--compare-only`` skips the three variants). An INT8 ONNX model runs in its CPU form on
+the CPU (``adla.export.quantize.cpu_int8_graph``), as ``adla infer`` runs it.
 ``--sahi`` compares (a) with SAHI 0.12.8 itself (``get_sliced_prediction``, default GREEDYNMM merge, no
 full-image pass) on the same model and decode, one slice per call and with ``perform_batch_inference``.
 ``--scale-test`` runs (a) with outputs written on synthetic scenes of growing size (``--sizes`` WxH, up
@@ -57,6 +60,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score", type=float, default=0.3)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=int, default=1, help="timed runs per variant (median reported)")
+    p.add_argument("--tile-runs", type=int, default=20,
+                   help="with two models: interleaved one-tile calls per model for the per-tile latency (default 20)")
+    p.add_argument("--compare-only", action="store_true",
+                   help="with two models: only their side-by-side comparison (no runtime/one-tile/model variants)")
     p.add_argument("--variants", default="runtime,one-tile,model",
                    help="comma list of runtime, one-tile, model (default all three)")
     p.add_argument("--sahi", action="store_true",
@@ -372,10 +379,23 @@ def _child_compare(spec: dict) -> dict:
     for b in backends:
         _warm_up(spec, b)
     times: list[list[float]] = [[], []]
+    dets: list[int] = [0, 0]
     for r in range(spec["runs"]):
         for k in ((0, 1) if r % 2 == 0 else (1, 0)):
-            times[k].append(_variant_runtime(spec, backends[k])[0])
-    return {"times": times}
+            seconds, info = _variant_runtime(spec, backends[k])
+            times[k].append(seconds)
+            dets[k] = info["detections"]
+    tile_ms: list[list[float]] = [[], []]
+    stride = backends[0].meta.anchors.max_stride
+    size = backends[0].meta.input_size or (math.ceil(spec["tile"] / stride) * stride,) * 2
+    tile = np.random.default_rng(0).integers(0, 256, (1, 3, *size), dtype=np.uint8)
+    for r in range(spec.get("tile_runs", 0)):
+        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+            t = time.perf_counter()
+            backends[k](tile)
+            tile_ms[k].append(1e3 * (time.perf_counter() - t))
+    return {"times": times, "tile_ms": tile_ms, "tile_size": list(size), "detections": dets,
+            "precision": [b.meta.precision_note for b in backends], "tiles": info["tiles_run"]}
 
 
 def spawn_child(module: str, spec: dict, what: str) -> dict:
@@ -428,17 +448,37 @@ def _bench_variants(args: argparse.Namespace, model: str, base: dict) -> None:
         print(f"pipeline efficiency (model / runtime): {med['model'] / med['runtime']:.2f}")
 
 
-def _bench_compare(args: argparse.Namespace, models: list[str], base: dict) -> None:
+def _bench_compare(args: argparse.Namespace, models: list[str], base: dict) -> dict:
     runs = max(args.runs, 3)
-    r = _spawn({**base, "variant": "compare", "models": models, "runs": runs})
+    r = _spawn({**base, "variant": "compare", "models": models, "runs": runs, "tile_runs": args.tile_runs})
     a, b = r["times"]
     ratios = [tb / ta for ta, tb in zip(a, b)]
-    rows = [("model", "median time (s)", "min", "max")]
-    for name, t in zip(models, (a, b)):
-        rows.append((Path(name).name, f"{statistics.median(t):.3f}", f"{min(t):.3f}", f"{max(t):.3f}"))
-    print(format_table(rows))
+    print(format_table(compare_rows(models, r)))
     print(f"latency ratio {Path(models[1]).name} / {Path(models[0]).name}: {statistics.median(b) / statistics.median(a):.3f}"
           f" (per interleaved pair: {min(ratios):.3f} .. {max(ratios):.3f}, {runs} runs)")
+    ta, tb = r["tile_ms"]
+    if ta and tb:
+        print(f"throughput {Path(models[1]).name} vs {Path(models[0]).name}: scene "
+              f"{statistics.median(a) / statistics.median(b):.2f}x, one {r['tile_size'][0]}x{r['tile_size'][1]} tile "
+              f"{statistics.median(ta) / statistics.median(tb):.2f}x")
+    for name, note in zip(models, r["precision"]):
+        print(f"{Path(name).name}: {note}")
+    return r
+
+
+def compare_rows(models: list[str], r: dict) -> list[tuple[str, ...]]:
+    """Table rows of a two-model comparison: scene time (median, min, max, tiles/s), detections and the
+    per-tile latency (median, p10-p90 ms)."""
+    rows: list[tuple[str, ...]] = [("model", "precision", "scene median (s)", "min", "max", "tiles/s", "detections",
+                                    "tile ms (p10-p90)")]
+    for k, name in enumerate(models):
+        t = r["times"][k]
+        ms = r["tile_ms"][k]
+        tile = (f"{statistics.median(ms):.1f} ({np.percentile(ms, 10):.1f}-{np.percentile(ms, 90):.1f})"
+                if ms else "-")
+        rows.append((Path(name).name, r["precision"][k].split(" ")[0], f"{statistics.median(t):.3f}", f"{min(t):.3f}",
+                     f"{max(t):.3f}", f"{r['tiles'] / statistics.median(t):.2f}", str(r["detections"][k]), tile))
+    return rows
 
 
 def write_synthetic_scene(path: Path, side: int, block: int = 512, seed: int = 0) -> Path:
@@ -511,7 +551,10 @@ def run_bench(args: argparse.Namespace) -> int:
     width, height = _scene_size(args.scene)
     print(f"scene {Path(args.scene).name}: {width} x {height} px, tile {args.tile}, overlap {args.overlap}, "
           f"batch {args.batch}, workers {args.workers}, model {Path(models[0]).name}")
-    _bench_variants(args, models[0], base)
+    if args.compare_only and len(models) < 2:
+        raise AdlaError("--compare-only needs two models (--model A --model B, or --compare B)")
+    if not args.compare_only:
+        _bench_variants(args, models[0], base)
     if len(models) == 2:
         _bench_compare(args, models, base)
     return 0

@@ -120,6 +120,12 @@ def _bench_merge(args: argparse.Namespace) -> int:
     return run_bench_merge(args)
 
 
+def _bench_accuracy(args: argparse.Namespace) -> int:
+    from adla.runtime.bench_accuracy import run_bench_accuracy
+
+    return run_bench_accuracy(args)
+
+
 def register_bench(bench_subparsers) -> None:
     from adla.runtime.bench import add_bench_arguments
 
@@ -134,3 +140,10 @@ def register_bench(bench_subparsers) -> None:
         "merge", help="cross-tile merge: local (as tiles complete) vs whole-scene NMS, synthetic dense output")
     add_merge_arguments(p)
     p.set_defaults(func=_bench_merge)
+    from adla.runtime.bench_accuracy import add_accuracy_arguments
+
+    p = bench_subparsers.add_parser(
+        "accuracy", help="AI-TOD metrics of two or more models (FP32 vs INT8/FP16 ONNX) on a COCO set, each "
+                         "through the tiled runtime; AP50 change per class")
+    add_accuracy_arguments(p)
+    p.set_defaults(func=_bench_accuracy)
