@@ -6,7 +6,6 @@ does not exist is an error, not a silent no-op. The resolved config is saved bes
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from collections.abc import Mapping
@@ -54,7 +53,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """COCO-json data. Paths are relative to the config file's folder when not absolute."""
+    """COCO-json data. A relative path in a config file is relative to that file's folder; one given as an
+    override (``--set data.train_ann=...``) to the working directory (``load_config``)."""
 
     train_ann: str | None = None
     train_images: str | None = None
@@ -337,7 +337,6 @@ def _check_path(cls: type, dotted: str) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """RunConfig from a YAML file (or the defaults) plus ``key.sub=value`` overrides (YAML values)."""
     tree: dict = {}
-    base_dir = None
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -348,8 +347,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise AdlaError(f"not valid YAML: {exc}", path) from exc
         if not isinstance(tree, dict):
             raise AdlaError("a config must be a mapping at the top level", path)
-        base_dir = path.parent
-        tree = _with_base(tree, path)
+        tree = _resolve_paths(_with_base(tree, path), path.parent)
     for item in overrides:
         if "=" not in item:
             raise AdlaError(f"override {item!r}: expected key=value")
@@ -360,27 +358,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except yaml.YAMLError:
             value = raw
         _set_path(tree, key.strip(), value)
-    cfg = from_dict(RunConfig, tree, str(path) if path else "config")
-    if base_dir is not None:
-        cfg = _resolve_paths(cfg, base_dir)
-    return cfg
+    return from_dict(RunConfig, tree, str(path) if path else "config")
 
 
-def _resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    def fix(p: str | None) -> str | None:
-        if p is None or Path(p).is_absolute() or Path(p).exists():
-            return p
+DATA_PATHS = ("train_ann", "train_images", "val_ann", "val_images")
+
+
+def _resolve_paths(tree: dict, base: Path) -> dict:
+    """The config file's data paths, relative ones taken from the file's folder ``base``.
+
+    Before the ``--set`` overrides are applied: a path given on the command line is the shell's, relative
+    to the working directory. One fallback for run folders written before this rule (their config.yaml
+    holds paths as the command line gave them): a relative path that is not in the file's folder but is
+    in the working directory is taken from there.
+    """
+    data = tree.get("data")
+    if not isinstance(data, dict):
+        return tree
+    fixed = dict(data)
+    for key in DATA_PATHS:
+        p = data.get(key)
+        if not isinstance(p, str) or Path(p).is_absolute():
+            continue
         cand = base / p
-        return str(cand) if cand.exists() else p
-
-    data = dataclasses.replace(
-        cfg.data,
-        train_ann=fix(cfg.data.train_ann),
-        train_images=fix(cfg.data.train_images),
-        val_ann=fix(cfg.data.val_ann),
-        val_images=fix(cfg.data.val_images),
-    )
-    return dataclasses.replace(cfg, data=data)
+        fixed[key] = p if not cand.exists() and Path(p).exists() else str(cand)
+    return {**tree, "data": fixed}
 
 
 def config_from_dict(tree: dict) -> RunConfig:
