@@ -31,6 +31,7 @@ from .onnx_export import check_input_size, export_onnx
 from .session import make_session
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+INT8_BACKEND = "onnxruntime-int8"  # the QDQ model of each checkpoint, with --calib-images
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -65,7 +66,15 @@ def _torch_runner(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]
 
 
 def _ort_runner(onnx_path: Path, x: torch.Tensor) -> Callable[[], None]:
-    sess = make_session(onnx_path, device="auto")
+    from .quantize import _load, cpu_int8_graph, precision_of
+
+    model = _load(onnx_path)
+    if precision_of(model) == "int8" and not torch.cuda.is_available():  # as adla infer runs it on the CPU
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(cpu_int8_graph(model)[0].SerializeToString(), providers=["CPUExecutionProvider"])
+    else:
+        sess = make_session(onnx_path, device="auto")
     feed = {"images": x.cpu().numpy()}
     return lambda: sess.run(None, feed)
 
@@ -112,18 +121,22 @@ def _check_compare_args(ckpts: list[Path], batch: int, runs: int, warmup: int, b
 
 def compare_models(ckpts: list[Path], *, input_size: tuple[int, int] = (800, 800), batch: int = 1,
                    runs: int = 50, warmup: int = 10, out_dir: Path | None = None,
-                   backends: tuple[str, ...] = ("torch", "onnxruntime")) -> dict:
+                   backends: tuple[str, ...] = ("torch", "onnxruntime"), calib_images: Path | None = None) -> dict:
     """Profile checkpoints: params, FLOPs, latency per backend; with >= 2, the comparison to the first.
 
     Returns {"input_size", "batch", "runs", "warmup", "device", "models": [{name, path, params, flops,
     gmacs, latency: {backend: {median_ms, p10_ms, p90_ms, runs}}}], "comparison": [{name, same_params,
     same_flops, graphs_identical, graph_differences, latency_ratio: {backend: {median, p10, p90}}}],
     "verdict": str | None}. With ``out_dir``: model_bench.json, model_bench.txt and model_bench.png.
-    "tensorrt" is skipped (noted in "skipped") when TensorRT or a GPU is absent.
+    "tensorrt" is skipped (noted in "skipped") when TensorRT or a GPU is absent. With ``calib_images``
+    each checkpoint's QDQ INT8 model is made too (``adla.export.quantize``, 16 tiles, minmax): its latency
+    is the "onnxruntime-int8" backend and "qdq_graphs_identical" compares the INT8 graphs.
     """
     input_size = check_input_size(input_size)
     device = resolve_device("auto").type
     active, skipped = _check_compare_args(ckpts, batch, runs, warmup, backends, device)
+    if calib_images is not None:
+        active.append(INT8_BACKEND)
     x = torch.rand(batch, 3, *input_size, generator=torch.Generator().manual_seed(0)) * 255
     result: dict[str, Any] = {"input_size": list(input_size), "batch": batch, "runs": runs, "warmup": warmup,
                               "device": device, "backends": active, "skipped": skipped, "models": []}
@@ -139,6 +152,16 @@ def compare_models(ckpts: list[Path], *, input_size: tuple[int, int] = (800, 800
             onnx_path = Path(tmp) / f"model{i}.onnx"
             export_onnx(ck, onnx_path, input_size=input_size, variant="raw", check=False)
             onnx_paths.append(onnx_path)
+            if calib_images is not None:
+                import contextlib
+                import io
+
+                from .quantize import calibration_files, quantize_int8
+
+                batch_cal = min(8, len(calibration_files(calib_images, 1)))
+                with contextlib.redirect_stdout(io.StringIO()):
+                    quantize_int8(onnx_path, onnx_path.with_suffix(".int8.onnx"), calib_images, max_tiles=16,
+                                  batch=batch_cal, method="minmax")
             models.append(model)
             result["models"].append({"name": names[i], "path": str(ck), "params": count_params(model),
                                      "flops": flops, "gflops": flops / 1e9, "gmacs": flops / 2e9, "latency": {}})
@@ -148,6 +171,8 @@ def compare_models(ckpts: list[Path], *, input_size: tuple[int, int] = (800, 800
                 runners = [_torch_runner(m, x.to(device)) for m in models]
             elif backend == "onnxruntime":
                 runners = [_ort_runner(p, x) for p in onnx_paths]
+            elif backend == INT8_BACKEND:
+                runners = [_ort_runner(p.with_suffix(".int8.onnx"), x) for p in onnx_paths]
             else:
                 runners = [_trt_runner(Path(ck), Path(tmp) / f"model{i}.engine", x, input_size)
                            for i, ck in enumerate(ckpts)]
@@ -169,6 +194,11 @@ def compare_models(ckpts: list[Path], *, input_size: tuple[int, int] = (800, 800
 
 def _compare(a: dict, b: dict, onnx_a: Path, onnx_b: Path, times: dict[str, tuple[list, list]]) -> dict:
     same, diffs = graphs_identical(onnx_a, onnx_b)
+    qdq: dict[str, Any] = {}
+    if INT8_BACKEND in times:  # the QDQ graphs: identical up to weights and scales
+        q_same, q_diffs = graphs_identical(onnx_a.with_suffix(".int8.onnx"), onnx_b.with_suffix(".int8.onnx"))
+        qdq = {"qdq_graphs_identical": q_same, "qdq_graph_differences": q_diffs}
+        same, diffs = same and q_same, diffs + [f"INT8: {d}" for d in q_diffs]
     ratios = {}
     for backend, (ta, tb) in times.items():
         r = np.asarray(tb) / np.asarray(ta)  # paired: the same round, adjacent calls
@@ -176,7 +206,7 @@ def _compare(a: dict, b: dict, onnx_a: Path, onnx_b: Path, times: dict[str, tupl
                            "p90": float(np.percentile(r, 90))}
     return {"name": b["name"], "reference": a["name"], "same_params": a["params"] == b["params"],
             "same_flops": a["flops"] == b["flops"], "graphs_identical": same, "graph_differences": diffs,
-            "latency_ratio": ratios}
+            "latency_ratio": ratios, **qdq}
 
 
 def verdict(result: dict) -> str:
@@ -190,7 +220,7 @@ def verdict(result: dict) -> str:
         if c["same_params"] and c["same_flops"] and c["graphs_identical"]:
             lines.append(f"{c['name']} vs {ref['name']}: adds nothing at inference: same parameters "
                          f"({ref['params']:,}), same FLOPs ({ref['gflops']:.2f} GFLOPs = {ref['gmacs']:.2f} GMACs), "
-                         f"identical graphs; {lat}")
+                         f"identical graphs{' (FP32 and INT8 QDQ)' if c.get('qdq_graphs_identical') else ''}; {lat}")
         else:
             what = []
             if not c["same_params"]:

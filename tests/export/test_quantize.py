@@ -215,3 +215,31 @@ def test_infer_runs_the_int8_model_and_says_so(fp32_and_int8, calib_dir, capsys)
     assert note.startswith("INT8") and str(calib_dir.resolve()) in note and "minmax" in note
     _print_model(str(int8))
     assert "m.int8.onnx: INT8" in capsys.readouterr().err
+
+
+def test_bench_model_compares_the_qdq_graphs_and_times_int8(tmp_path, calib_dir):
+    from helpers import make_checkpoint
+
+    from adla.export.profile import compare_models, format_model_table
+
+    base = make_checkpoint(tmp_path / "base.pt", ["assigner.name=maxiou"], seed=0)
+    adla = make_checkpoint(tmp_path / "adla.pt", ["assigner.name=adla"], seed=1)
+    res = compare_models([base, adla], input_size=(SIZE, SIZE), runs=2, warmup=1, backends=("onnxruntime",),
+                         calib_images=calib_dir)
+    (cmp,) = res["comparison"]
+    assert cmp["qdq_graphs_identical"] and cmp["graphs_identical"], cmp["graph_differences"]
+    assert set(cmp["latency_ratio"]) == {"onnxruntime", "onnxruntime-int8"}
+    assert "(FP32 and INT8 QDQ)" in res["verdict"] and "onnxruntime-int8" in format_model_table(res)
+
+
+def test_qdq_graphs_of_other_head_widths_differ(tmp_path, calib_dir):
+    from helpers import make_checkpoint
+
+    paths = []
+    for name, extra in (("a", []), ("w", ["model.head_channels=64"])):
+        fp32 = tmp_path / f"{name}.onnx"
+        export_onnx(make_checkpoint(tmp_path / f"{name}.pt", extra), fp32, input_size=(SIZE, SIZE), check=False)
+        paths.append(tmp_path / f"{name}.int8.onnx")
+        quantize_int8(fp32, paths[-1], calib_dir, max_tiles=2, batch=2, method="minmax")
+    same, diffs = graphs_identical(*paths)
+    assert not same and diffs
