@@ -138,3 +138,19 @@ def test_saved_config_round_trips():
     assert to_dict(cfg.assigner) == {"name": "rfla", "params": {
         "trf": [91.0, 267.0, 427.0], "erf_fraction": 0.5, "topk": [3, 1], "stage2_ratio": 0.9, "neg_thr": 0.7,
         "chunk_size": 64}}
+
+
+def test_data_paths_of_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "train.json").write_text("{}")
+    (tmp_path / "train.json").write_text("{}")  # the same name in the working directory: not the one meant
+    (tmp_path / "only_here.json").write_text("{}")
+    cfg_file = tmp_path / "exp" / "c.yaml"
+    cfg_file.write_text("data:\n  train_ann: train.json\n  val_ann: only_here.json\n  val_images: img\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(cfg_file)
+    assert cfg.data.train_ann == str(tmp_path / "exp" / "train.json")
+    assert cfg.data.val_ann == "only_here.json"  # a run folder written before the rule: the working directory's
+    assert cfg.data.val_images == str(tmp_path / "exp" / "img")  # found nowhere: named where the file says
+    # an override is the shell's: relative to the working directory
+    assert load_config(cfg_file, ["data.train_ann=train.json"]).data.train_ann == "train.json"
