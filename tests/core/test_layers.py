@@ -1,4 +1,5 @@
-"""Imports point one way (DESIGN.md, "Layout"): core <- stages <- app.
+"""Imports point one way (README, "Layout"; the design notes that came with the project, outside this
+repository, say the same): core <- stages <- app.
 
 pyproject.toml maps top-level folders into the one ``adla`` namespace (setuptools ``package-dir``), so
 linters and import graphs cannot tell ``adla.train`` lives in ``train/``: this test is the guard. It reads
@@ -169,7 +170,7 @@ def test_imports_point_one_way():
     for module, path, is_package in files:
         bad += violations(path.read_text(), module, str(path.relative_to(ROOT)), is_package, known)
     assert len(files) > 50, f"only {len(files)} files found: is the package-dir mapping read right?"
-    assert not bad, "imports against the layers (DESIGN.md, Layout):\n" + "\n".join(bad)
+    assert not bad, "imports against the layers (README, Layout):\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("layer", ["core", "train", "export", "runtime", "app"])
