@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     conv.add_argument("--names", type=Path, help="class names: a .names/.txt file (one a line) or a dataset yaml")
     conv.add_argument("--classes", help="class names as a comma-separated list (instead of --names)")
     conv.add_argument("--include", help="glob on image file names, e.g. 'MOS*'")
+    conv.add_argument("--dedupe", metavar="SEP",
+                      help="keep one image per source name, the part of the file name before SEP (e.g. '.rf.' "
+                           "for the augmented copies of a Roboflow export)")
     conv.add_argument("--downscale", type=float, default=1.0, help="resize factor in (0, 1], e.g. 0.5")
     conv.add_argument("--out-images", type=Path, help="folder for resized images (with --downscale)")
     conv.add_argument("--overwrite", action="store_true",
@@ -57,7 +60,8 @@ def _convert(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     summary = convert_dataset(args.format, args.images, args.labels, args.out, class_names=classes,
                               names_file=args.names, include=args.include, downscale=args.downscale,
-                              out_images_dir=args.out_images, progress=True, overwrite=args.overwrite)
+                              out_images_dir=args.out_images, progress=True, overwrite=args.overwrite,
+                              dedupe=args.dedupe)
     print(format_summary(summary))
     return 0
 

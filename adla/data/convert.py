@@ -95,6 +95,20 @@ def _list_images(images_dir: Path, include: str | None, recursive: bool = False)
     return images
 
 
+def one_per_source(images: list[Path], sep: str) -> tuple[list[Path], int]:
+    """The first image (in name order) of each source name, the part of the file name before ``sep``
+    (Roboflow exports name augmented copies ``SOURCE_jpg.rf.HASH.jpg``: ``sep=".rf."``), and how many
+    copies were left out. Names without ``sep`` are their own source."""
+    seen: set[str] = set()
+    kept = []
+    for p in sorted(images, key=lambda q: q.name):
+        source = p.name.split(sep, 1)[0] if sep in p.name else p.name
+        if source not in seen:
+            seen.add(source)
+            kept.append(p)
+    return sorted(kept), len(images) - len(kept)
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the image header."""
     try:
@@ -359,13 +373,14 @@ def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, ou
                     class_names: list[str] | None = None, names_file: str | Path | None = None,
                     include: str | None = None, downscale: float = 1.0,
                     out_images_dir: str | Path | None = None, progress: bool = False,
-                    overwrite: bool = False) -> dict:
+                    overwrite: bool = False, dedupe: str | None = None) -> dict:
     """Convert a labelled image folder to COCO json (boxes xywh pixels, categories 1..C).
 
     fmt: "dota" | "yolo" | "yolo-obb" | "airbus-csv" (``labels_dir`` is then the CSV file; images are
     searched recursively under ``images_dir`` and CSV rows of absent images are skipped).
     Class names: ``class_names`` or ``names_file``; otherwise the sorted names found (DOTA, Airbus) or
     ``class0..`` up to the largest index (YOLO). ``include``: a glob on image file names ("MOS*").
+    ``dedupe``: keep one image per source name, the part before this separator (``one_per_source``).
     No output may be an input; an existing output not written by this function is replaced only with
     ``overwrite``. Returns a summary dict: images, boxes, per_class, median_size_px (sqrt(w*h), after downscaling),
     dropped {reason: count}, problems (first few "file:line: what"), num_problems, image_dir, out_json.
@@ -382,6 +397,9 @@ def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, ou
 
     airbus = _read_airbus_csv(labels_dir, report) if fmt == "airbus-csv" else {}
     images = _list_images(images_dir, include, recursive=fmt == "airbus-csv")
+    copies = 0
+    if dedupe:
+        images, copies = one_per_source(images, dedupe)
     if fmt == "airbus-csv":
         images = [p for p in images if p.name in airbus]
         if not images:
@@ -413,6 +431,8 @@ def convert_dataset(fmt: str, images_dir: str | Path, labels_dir: str | Path, ou
     dropped = dict(report.dropped)
     if no_label:
         dropped["images_without_label_file"] = no_label
+    if copies:
+        dropped[f"image_copies_of_one_source ({dedupe!r})"] = copies
     return {"format": fmt, "out_json": str(out_json), "image_dir": str(image_dir), "images": len(coco_images),
             "boxes": len(annotations), "class_names": list(class_names),
             "per_class": {n: per_class.get(n, 0) for n in class_names},

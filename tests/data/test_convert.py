@@ -47,6 +47,19 @@ def test_yolo_downscale_halves_boxes_and_writes_images(tmp_path):
     assert ds[0][0].shape == (3, 25, 50) and ds.class_names == ["class0"]
 
 
+def test_dedupe_keeps_one_image_per_source(tmp_path):
+    """A Roboflow export holds augmented copies of a source image (``SRC_jpg.rf.HASH.jpg``): one is kept,
+    so that no source image sits twice in a split (nor, split by split, in two splits)."""
+    for name in ("GE_1_jpg.rf.c3.jpg", "GE_1_jpg.rf.a1.jpg", "GE_1_jpg.rf.b2.jpg", "GE_2_jpg.rf.f0.jpg", "plain.jpg"):
+        _image(tmp_path / name)
+        (tmp_path / name).with_suffix(".txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    s = convert_dataset("yolo", tmp_path, tmp_path, tmp_path / "o.json", dedupe=".rf.")
+    files = sorted(im["file_name"] for im in json.loads((tmp_path / "o.json").read_text())["images"])
+    assert files == ["GE_1_jpg.rf.a1.jpg", "GE_2_jpg.rf.f0.jpg", "plain.jpg"]  # the first copy by name
+    assert s["images"] == 3 and s["boxes"] == 3 and s["dropped"] == {"image_copies_of_one_source ('.rf.')": 2}
+    assert convert_dataset("yolo", tmp_path, tmp_path, tmp_path / "o.json")["images"] == 5  # without: all
+
+
 def test_yolo_obb_becomes_enclosing_box(tmp_path):
     _image(tmp_path / "images" / "a.jpg")
     (tmp_path / "labels").mkdir()
