@@ -218,6 +218,7 @@ def gt(tmp_path) -> Path:
     return make_synth_dataset(tmp_path / "data", num_images=1, size=(64, 64), seed=0, split_name="val")
 
 
+@pytest.mark.filterwarnings("ignore:checkpoint classes")
 def test_evaluate_never_replaces_its_inputs(gt, tiny_ckpt, tmp_path, capsys):
     ckpt = tmp_path / "M.pt"
     ckpt.write_bytes(tiny_ckpt.read_bytes())
@@ -230,6 +231,7 @@ def test_evaluate_never_replaces_its_inputs(gt, tiny_ckpt, tmp_path, capsys):
     assert _snapshot(gt, ckpt) == before
 
 
+@pytest.mark.filterwarnings("ignore:checkpoint classes")
 def test_evaluate_replaces_only_its_own_outputs(gt, tiny_ckpt, tmp_path, capsys):
     out, res = tmp_path / "metrics.json", tmp_path / "res.json"
     out.write_text('{"notes": "mine"}')
