@@ -39,7 +39,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QUANTIZED_OPS = QDQ_OPS + ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul")
 # op types that get QDQ: the convolutions and what sits between them in the FPN (TensorRT fuses all of these);
 # the output Reshape/Transpose/Concat stay float so the logits keep their full range
-QUANT_OP_TYPES = ["Conv", "Add", "MaxPool", "Resize", "Relu"]
+QUANT_OP_TYPES = ["Conv", "Add", "MaxPool", "Resize", "Relu", "Clip"]
 
 
 @dataclass
@@ -270,8 +270,21 @@ def _consumers(graph: Any) -> dict[str, list[Any]]:
     return cons
 
 
+def _clip_range(node: Any, inits: dict[str, Any]) -> tuple[float, float] | None:
+    """(min, max) of a Relu (0, inf) or of a Clip with constant bounds; None otherwise."""
+    from onnx import numpy_helper
+
+    if node.op_type == "Relu":
+        return 0.0, math.inf
+    if node.op_type != "Clip" or len(node.input) < 3 or any(i not in inits for i in node.input[1:3]):
+        return None
+    return float(numpy_helper.to_array(inits[node.input[1]])), float(numpy_helper.to_array(inits[node.input[2]]))
+
+
 def _fold_relus(graph: Any, inits: dict[str, Any]) -> int:
-    """``x -> Q1 -> DQ1 -> Relu -> Q2`` becomes ``x -> Q2`` with a uint8 zero point 0 (clamp at 0 = ReLU)."""
+    """``x -> Q1 -> DQ1 -> Relu -> Q2`` becomes ``x -> Q2`` with a uint8 zero point 0 (the clamp at 0 is the
+    ReLU; values above the calibrated range saturate at 255 steps instead of 127, closer to FP32). A ReLU6
+    (``Clip(0, 6)``) folds the same way with the scale set to 6 / 255, so that the clamp at 255 is the 6."""
     from onnx import numpy_helper
 
     prod = {o: n for n in graph.node for o in n.output}
@@ -279,7 +292,8 @@ def _fold_relus(graph: Any, inits: dict[str, Any]) -> int:
     outputs = {o.name for o in graph.output}
     drop: set[int] = set()
     for relu in graph.node:
-        if relu.op_type != "Relu" or relu.output[0] in outputs:
+        bounds = _clip_range(relu, inits)
+        if bounds is None or bounds[0] != 0.0 or relu.output[0] in outputs:
             continue
         dq1 = prod.get(relu.input[0])
         q1 = prod.get(dq1.input[0]) if dq1 is not None and dq1.op_type == "DequantizeLinear" else None
@@ -290,8 +304,14 @@ def _fold_relus(graph: Any, inits: dict[str, Any]) -> int:
             continue
         q2 = after[0]
         zp = inits.get(q2.input[2]) if len(q2.input) > 2 else None
-        if zp is None or numpy_helper.to_array(zp).any() or len(cons.get(q2.input[2], [])) != 2:
+        scale = inits.get(q2.input[1])
+        if zp is None or scale is None or numpy_helper.to_array(zp).any() or len(cons.get(q2.input[2], [])) != 2:
             continue  # a zero point shared with other pairs is left alone
+        if math.isfinite(bounds[1]):
+            if len(cons.get(q2.input[1], [])) != 2:
+                continue
+            dtype = numpy_helper.to_array(scale).dtype
+            scale.CopyFrom(numpy_helper.from_array(np.array(bounds[1] / 255, dtype=dtype), scale.name))
         q2.input[0] = q1.input[0]
         zp.CopyFrom(numpy_helper.from_array(np.zeros(zp.dims, np.uint8), zp.name))
         drop.update((id(q1), id(dq1), id(relu)))

@@ -243,3 +243,39 @@ def test_qdq_graphs_of_other_head_widths_differ(tmp_path, calib_dir):
         quantize_int8(fp32, paths[-1], calib_dir, max_tiles=2, batch=2, method="minmax")
     same, diffs = graphs_identical(*paths)
     assert not same and diffs
+
+
+def _qdq_act_graph(op: str) -> onnx.ModelProto:
+    """x -> Q(s 0.1, int8 0) -> DQ -> Relu | Clip(0, 6) -> Q(s 6/127, int8 0) -> DQ -> y, as quantize_static
+    writes symmetric activations around a ReLU."""
+    from onnx import TensorProto, helper
+
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s1"),
+             numpy_helper.from_array(np.array(0, np.int8), "z1"),
+             numpy_helper.from_array(np.array(6 / 127, np.float32), "s2"),
+             numpy_helper.from_array(np.array(0, np.int8), "z2"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    act = helper.make_node("Relu", ["d1"], ["r"]) if op == "Relu" else helper.make_node("Clip", ["d1", "lo", "hi"], ["r"])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s1", "z1"], ["q1"]),
+             helper.make_node("DequantizeLinear", ["q1", "s1", "z1"], ["d1"]), act,
+             helper.make_node("QuantizeLinear", ["r", "s2", "z2"], ["q2"]),
+             helper.make_node("DequantizeLinear", ["q2", "s2", "z2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("op", ["Relu", "Clip"])
+def test_cpu_form_folds_relu_and_relu6_into_the_quantizer(op):
+    x = np.array([-3.0, -0.04, 0.0, 0.5, 2.0, 5.9, 9.0], np.float32)
+    src = _qdq_act_graph(op)
+    cpu, stats = cpu_int8_graph(src)
+    assert stats["relus_folded"] == 1 and [n.op_type for n in cpu.graph.node] == ["QuantizeLinear", "DequantizeLinear"]
+    y = ort.InferenceSession(cpu.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = ort.InferenceSession(src.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    # negatives clamp to 0 and everything up to 6 is kept within a quantization step of either graph
+    assert y[:3].tolist() == [0.0, 0.0, 0.0]
+    assert np.abs(y[3:6] - ref[3:6]).max() <= 6 / 127
+    top = 6.0 if op == "Clip" else 255 * 6 / 127  # ReLU6 still clips at 6; a ReLU saturates at 255 steps
+    assert y[6] == pytest.approx(min(9.0, top), abs=6 / 127)
