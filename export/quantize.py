@@ -240,16 +240,17 @@ def quantize_int8(src: str | Path, out_path: str | Path, calib_images: str | Pat
 
 
 # -- FP16 ----------------------------------------------------------------------------------------------
-def convert_fp16(src: str | Path, out_path: str | Path) -> QuantReport:
+def convert_fp16(src: str | Path, out_path: str | Path, *, require_metadata: bool = True) -> QuantReport:
     """Write the FP16 form of the FP32 ONNX file ``src``: half weights and activations, float32 ``images``
-    in and float32 outputs (casts at the edges of the graph)."""
+    in and float32 outputs (casts at the edges of the graph). ``require_metadata=False`` (the engine
+    builder) also takes a graph without adla metadata (the EfficientNMS decode graph)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     t0 = time.perf_counter()
     model = _load(src)
     check_fp32_source(model, src)
-    meta = adla_metadata(model, src)
+    meta = adla_metadata(model, src) if require_metadata else _metadata_or_empty(model)
     half = convert_float_to_float16(model, keep_io_types=True)
     info = {"format": "fp16", "library": "onnxruntime.transformers.float16 (keep_io_types)",
             "io": "float32 inputs and outputs", "source": Path(src).name}

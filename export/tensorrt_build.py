@@ -240,7 +240,7 @@ def _export_graph(ckpt_path: Path, onnx_path: Path, opts: EngineOptions, graph: 
         fp32 = onnx_path.with_name("fp32.onnx")
         _export_graph(ckpt_path, fp32, opts)
         if graph == "fp16":
-            convert_fp16(fp32, onnx_path)
+            convert_fp16(fp32, onnx_path, require_metadata=False)
         else:
             with contextlib.redirect_stdout(io.StringIO()):
                 quantize_int8(fp32, onnx_path, str(opts.calib_images), max_tiles=opts.calib_max_images,

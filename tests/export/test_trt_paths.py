@@ -78,3 +78,31 @@ def test_build_engine_on_trt11_refuses_the_calibrator_and_writes_nothing(tiny_ck
     with pytest.raises(AdlaError, match="no calibration images"):
         build_engine(tiny_ckpt, out, EngineOptions(input_size=(64, 64), int8=True, calib_images=str(tmp_path)))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("nms", [None, "native", "efficient"])
+def test_the_graph_tensorrt_11_parses_is_the_qdq_or_fp16_model(tiny_ckpt, tmp_path, nms):
+    import numpy as np
+    import onnx
+    from PIL import Image
+
+    from adla.data.synth import synth_image
+    from adla.export.quantize import count_ops, precision_of
+    from adla.export.tensorrt_build import _export_graph
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    Image.fromarray(synth_image(64, 64, np.random.default_rng(0))[0]).save(calib / "a.png")
+    opts = EngineOptions(input_size=(64, 64), nms=nms, int8=True, calib_images=str(calib), calib_batch=1,
+                         calib_max_images=2, calib_method="minmax")
+    for graph in ("int8", "fp16"):
+        path = tmp_path / graph / "model.onnx"
+        path.parent.mkdir()
+        _export_graph(tiny_ckpt, path, opts, graph)
+        model = onnx.load(str(path))
+        assert precision_of(model) == graph
+        if graph == "int8":
+            assert count_ops(model) > 0
+            if nms is not None:  # the decode / NMS part stays float: no QDQ feeds its ops
+                ops = {n.op_type for n in model.graph.node}
+                assert ("NonMaxSuppression" in ops) == (nms == "native") and "Sigmoid" in ops
