@@ -69,11 +69,22 @@ def test_calibration_tiles_are_cut_on_the_grid_and_padded(calib_dir):
     assert big.shape == (1, 3, 128, 160) and not big[:, :, 96:].any() and not big[:, :, :, 128:].any()
 
 
+def test_calibration_reader_hands_out_one_batch_per_range():
+    from adla.export.quantize import _reader
+
+    tiles = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1)
+    reader = _reader(tiles, 2)
+    assert len(reader) == 3
+    assert [b["images"].ravel().tolist() for b in reader] == [[0, 1], [2, 3], [4]]
+    reader.set_range(1, 2)
+    assert [b["images"].ravel().tolist() for b in reader] == [[2, 3]]
+
+
 def test_export_int8_command_writes_a_qdq_model(tiny_ckpt, calib_dir, tmp_path, capsys):
     ckpt = tmp_path / "det.pt"
     ckpt.write_bytes(tiny_ckpt.read_bytes())
     assert _export(str(ckpt), "--int8", "--calib-images", str(calib_dir), "--calib-max", "6", "--calib-batch", "2",
-                   "--calib-method", "minmax", "--input-size", str(SIZE), str(SIZE)) == 0
+                   "--calib-method", "entropy", "--input-size", str(SIZE), str(SIZE)) == 0
     out = tmp_path / "det.int8.onnx"
     assert out.is_file() and not (tmp_path / "det.onnx").exists()  # no FP32 file left beside it
     model = onnx.load(str(out))
@@ -82,7 +93,7 @@ def test_export_int8_command_writes_a_qdq_model(tiny_ckpt, calib_dir, tmp_path, 
     assert meta["precision"] == "int8" and meta["variant"] == "raw" and meta["input_size"] == [SIZE, SIZE]
     cal = meta["quantization"]["calibration"]
     assert cal == {"folder": str(calib_dir.resolve()), "images": 4, "tiles": 6, "tile_size": [SIZE, SIZE],
-                   "batch": 2, "method": "minmax"}
+                   "batch": 2, "method": "entropy"}
     assert meta["quantization"]["format"] == "QDQ"
     text = capsys.readouterr().out
     assert "INT8" in text and "QuantizeLinear/DequantizeLinear" in text and str(calib_dir.resolve()) in text
