@@ -13,7 +13,7 @@ in the two windows' overlap. Hence:
   kept once it is closed and every higher neighbour is suppressed. Chains of any length across any number
   of seams resolve in as many rounds as they are long, and a box waiting for a tile stays pending.
 
-Only the boxes of overlap bands ever wait, and edges are found with a grid join (``spatial.py``), so the
+Only the boxes of overlap bands ever wait, and edges are found with a grid join (``pairs.py``), so the
 scene's boxes are never NMS-ed together. Ties in score are broken by arrival order (``uid``), as
 torchvision's stable sort does for concatenated input.
 
@@ -35,7 +35,7 @@ import torch
 from torchvision.ops import batched_nms, box_area
 
 from adla.errors import AdlaError
-from adla.runtime.spatial import overlapping_pairs
+from adla.runtime.pairs import overlapping_pairs
 
 Detections = dict[str, torch.Tensor]  # boxes [K,4] xyxy, scores [K], labels [K] int64, tiles [K] int64
 UNDECIDED, KEPT, SUPPRESSED = 0, 1, 2

@@ -41,9 +41,11 @@ from adla.metrics import SIZE_BUCKETS
 from adla.model import build_detector
 from adla.train.assigners import build_assigner
 from adla.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from adla.train.ema import WeightEMA
 from adla.train.loss import AssignStats, DetectionLoss
 from adla.train.run_dir import resolved_config_text
-from adla.train.schedule import EpochSampler, WeightEMA, lr_factor
+from adla.train.sampler import EpochSampler
+from adla.train.schedule import lr_factor
 
 
 @dataclass

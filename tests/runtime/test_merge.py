@@ -18,7 +18,7 @@ from adla.runtime.merge import (
     nms_merge,
     seam_leftovers,
 )
-from adla.runtime.spatial import overlapping_pairs
+from adla.runtime.pairs import overlapping_pairs
 from adla.runtime.tiling import tile_windows
 
 # two tiles side by side on a 400 x 720 scene, overlapping on x 320..400

@@ -1,6 +1,7 @@
-"""The learning-rate schedule and the epoch sampler (train/schedule.py)."""
+"""The learning-rate schedule (train/schedule.py) and the epoch sampler (train/sampler.py)."""
 
-from adla.train.schedule import EpochSampler, lr_factor
+from adla.train.sampler import EpochSampler
+from adla.train.schedule import lr_factor
 
 
 def test_lr_schedule_warmup_and_steps():
