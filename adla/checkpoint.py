@@ -134,7 +134,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[De
     """The detector of a checkpoint in eval mode, and the checkpoint dict (config under 'run_config')."""
     ckpt = load_checkpoint(path)
     cfg: RunConfig = ckpt["run_config"]
-    model = build_detector(cfg.model)
+    model = build_detector(cfg.model, pretrained=False)  # the checkpoint holds every weight: no ImageNet file
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as exc:

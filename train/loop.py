@@ -309,7 +309,7 @@ class _Trainer:
 
     def _build_model(self, state: dict | None) -> None:
         cfg, dev = self.cfg, self.dev
-        self.model = build_detector(cfg.model).to(dev)
+        self.model = build_detector(cfg.model, pretrained=state is None).to(dev)  # resumed: weights from the file
         if state is not None:  # before the EMA copies the model: it starts from these weights
             self.model.load_state_dict(state["model"])
         self.ema = WeightEMA(self.model, cfg.optim.ema, cfg.optim.ema_warmup) if cfg.optim.ema > 0 else None

@@ -203,3 +203,19 @@ def test_get_from_file_verifies_then_copies(mnv2_file, hub, tmp_path, capsys):
     assert main(["weights", "get", "mobilenet_v2", "--from", str(bad), "--dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(bad) in err and "sha256" in err and not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_loads_without_the_imagenet_file(hub, tmp_path):
+    """A MobileNetV2 checkpoint carries every weight: export and infer on a machine without the ImageNet file
+    (the edge device, a colleague's laptop) must not ask for it."""
+    from adla.checkpoint import load_model, save_checkpoint
+    from adla.config import load_config
+
+    cfg = load_config(None, ["model.backbone=mobilenet_v2", "model.backbone_weights=imagenet", "model.num_classes=2",
+                             "model.fpn_channels=32", "model.head_channels=32", "model.head_convs=1"])
+    model = build_detector(cfg.model, pretrained=False)
+    path = save_checkpoint(tmp_path / "m.pt", cfg, model, ["a", "b"])
+    loaded, _ = load_model(path)  # no file in the (empty) hub cache, no network
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(AdlaError, match="adla weights get mobilenet_v2"):
+        build_detector(cfg.model)  # training a new one does need it
