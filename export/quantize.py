@@ -195,13 +195,14 @@ def _reader(tiles: np.ndarray, batch: int) -> Any:
 # -- INT8 ----------------------------------------------------------------------------------------------
 def quantize_int8(src: str | Path, out_path: str | Path, calib_images: str | Path, *, max_tiles: int = 64,
                   batch: int = 8, method: str = "entropy", raw_only: bool = True,
-                  input_size: tuple[int, int] | None = None) -> QuantReport:
+                  input_size: tuple[int, int] | None = None, float_outputs: bool = False) -> QuantReport:
     """Write the QDQ INT8 model of the FP32 ONNX file ``src`` to ``out_path`` (atomically).
 
     ``src`` must be an adla FP32 export with a fixed input size. Calibration: up to ``max_tiles`` tiles from
     ``calib_images``, ``batch`` at a time, ranges by ``method`` (minmax, entropy or percentile).
     ``raw_only=False`` (the engine builder) also takes graphs with decode/NMS inside: only the network's
-    op types get QDQ (``QUANT_OP_TYPES``), so the decode stays float.
+    op types get QDQ (``QUANT_OP_TYPES``), so the decode stays float. ``float_outputs``: the head's last
+    convolutions (those that reach a graph output through no other Conv) stay float.
     """
     import onnx
     import onnxruntime
@@ -234,6 +235,7 @@ def quantize_int8(src: str | Path, out_path: str | Path, calib_images: str | Pat
         quantize_static(str(pre), str(q_path), _reader(tiles, batch), quant_format=QuantFormat.QDQ,
                         per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, op_types_to_quantize=QUANT_OP_TYPES,
+                        nodes_to_exclude=output_convs(onnx.load(str(pre))) if float_outputs else None,
                         calibrate_method=methods[method],
                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": True,
                                        "CalibStridedMinMax": 1})  # one batch per collect_data (memory)
@@ -242,7 +244,7 @@ def quantize_int8(src: str | Path, out_path: str | Path, calib_images: str | Pat
             "weights": "int8 per-channel symmetric", "activations": "int8 symmetric (zero point 0)",
             "calibration": {"folder": str(Path(calib_images).resolve()), "images": len(files), "tiles": len(tiles),
                             "tile_size": [int(size[0]), int(size[1])], "batch": batch, "method": method},
-            "source": Path(src).name}
+            "source": Path(src).name, "float_outputs": float_outputs}
     meta.update({"precision": "int8", "quantization": info})
     _set_metadata(qmodel, meta)
     qmodel.producer_name = "adla"
@@ -250,6 +252,24 @@ def quantize_int8(src: str | Path, out_path: str | Path, calib_images: str | Pat
         onnx.save(qmodel, str(tmp_out))
     return QuantReport(out_path, "int8", count_ops(qmodel), out_path.stat().st_size / 2**20,
                        time.perf_counter() - t0, info)
+
+
+def output_convs(model: Any) -> list[str]:
+    """Names of the Conv nodes whose output reaches a graph output without passing another Conv."""
+    prod = {o: n for n in model.graph.node for o in n.output}
+    found: list[str] = []
+    stack = [o.name for o in model.graph.output]
+    seen: set[str] = set()
+    while stack:
+        node = prod.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type == "Conv":
+            found.append(node.name)
+        else:
+            stack.extend(node.input)
+    return found
 
 
 # -- FP16 ----------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def export_low_precision(args: argparse.Namespace, out: Path) -> int:
         else:
             with contextlib.redirect_stdout(io.StringIO()):  # the calibrator's progress lines
                 rep = quantize_int8(src, out, args.calib_images, max_tiles=args.calib_max, batch=args.calib_batch,
-                                    method=args.calib_method)
+                                    method=args.calib_method, float_outputs=getattr(args, "int8_float_head", False))
     print(f"wrote {rep.path} ({rep.size_mb:.1f} MB): {rep.precision.upper()}, made in {rep.seconds:.1f} s")
     if rep.precision == "int8":
         cal = rep.quantization["calibration"]

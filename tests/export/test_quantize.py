@@ -290,3 +290,21 @@ def test_cpu_form_folds_relu_and_relu6_into_the_quantizer(op):
     assert np.abs(y[3:6] - ref[3:6]).max() <= 6 / 127
     top = 6.0 if op == "Clip" else 255 * 6 / 127  # ReLU6 still clips at 6; a ReLU saturates at 255 steps
     assert y[6] == pytest.approx(min(9.0, top), abs=6 / 127)
+
+
+def test_float_outputs_keeps_the_head_output_convs_float(fp32_and_int8, calib_dir, tmp_path):
+    from adla.export.quantize import output_convs
+
+    fp32, int8 = fp32_and_int8
+    heads = output_convs(onnx.load(str(fp32)))
+    assert len(heads) == 6  # cls and box convs of P3, P4, P5
+    out = tmp_path / "fh.int8.onnx"
+    quantize_int8(fp32, out, calib_dir, max_tiles=4, batch=2, method="minmax", float_outputs=True)
+    model = onnx.load(str(out))
+    inits = {t.name for t in model.graph.initializer}
+    prod = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name in heads:  # the weight comes straight from a float initializer, no DequantizeLinear
+            assert node.input[1] in inits and node.input[1] not in prod
+    assert 0 < count_ops(model) < count_ops(onnx.load(str(int8)))
+    assert read_metadata(out)["quantization"]["float_outputs"] is True
