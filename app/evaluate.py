@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", type=Path, help="write the metrics as JSON here")
     ev.add_argument("--save-results", type=Path, help="with --ckpt: also write the detections as COCO results")
     ev.add_argument("--batch", type=int, default=2)
-    ev.add_argument("--score-thr", type=float, default=None,
-                    help="score threshold (default: the checkpoint's, 0.05 in the AI-TOD setting)")
+    ev.add_argument("--score", "--score-thr", dest="score_thr", type=float, default=None,
+                    help="score threshold, as adla infer's --score (default: the checkpoint's, 0.05 in the AI-TOD "
+                         "setting; --score-thr is its old name)")
     ev.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when present)")
     ev.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     ev.add_argument("--overwrite", action="store_true",

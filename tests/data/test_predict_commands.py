@@ -1,4 +1,4 @@
-"""predict_dataset on the tiny detector, and the CLI commands (data convert / synth, evaluate)."""
+"""predict_dataset on the tiny detector, and the data CLI commands (convert, synth); evaluate: tests/app."""
 
 from __future__ import annotations
 
@@ -64,36 +64,6 @@ def test_predict_dataset_checks_classes_and_flips(synth_dir, tiny_ckpt):
     make_synth_dataset(synth_dir / "four", num_images=1, size=(64, 64), num_classes=4, split_name="val")
     with pytest.raises(AdlaError, match="3 classes but"):
         predict_dataset(model, CocoDetection(synth_dir / "four" / "val.json", synth_dir / "four"), progress=False)
-
-
-def test_cli_synth_and_evaluate_results(tmp_path, capsys):
-    assert _cli(["data", "synth", "--out", str(tmp_path), "--train", "2", "--val", "2", "--size", "64"]) == 0
-    assert "train" in capsys.readouterr().out
-    gt = json.loads((tmp_path / "val.json").read_text())
-    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-               for a in gt["annotations"]]
-    (tmp_path / "dets.json").write_text(json.dumps({"detections": perfect}))
-    assert _cli(["evaluate", "--ann", str(tmp_path / "val.json"), "--results", str(tmp_path / "dets.json"),
-                 "--out", str(tmp_path / "m.json")]) == 0
-    out = capsys.readouterr().out
-    assert "AP50" in out and "100.0" in out
-    metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["AP50"] == pytest.approx(1.0) and set(metrics["per_class_AP50"]) == {"car", "truck", "boat"}
-    (tmp_path / "wrong.json").write_text(json.dumps([dict(perfect[0], image_id=999)]))
-    with pytest.raises(AdlaError, match="not in the ground truth"):
-        _cli(["evaluate", "--ann", str(tmp_path / "val.json"), "--results", str(tmp_path / "wrong.json")])
-
-
-def test_cli_evaluate_checkpoint(synth_dir, tiny_ckpt, tmp_path, capsys):
-    with pytest.warns(UserWarning, match="differ"):  # class0.. in the checkpoint, car.. in the data
-        assert _cli(["evaluate", "--ann", str(synth_dir / "val.json"), "--ckpt", str(tiny_ckpt), "--images",
-                     str(synth_dir), "--score-thr", "0.0", "--save-results", str(tmp_path / "r.json"),
-                     "--out", str(tmp_path / "m.json")]) == 0
-    assert "AP_vt" in capsys.readouterr().out
-    assert len(json.loads((tmp_path / "r.json").read_text())) > 0
-    assert json.loads((tmp_path / "m.json").read_text())["num_images"] == 3
-    with pytest.raises(AdlaError, match="needs --images"):
-        _cli(["evaluate", "--ann", str(synth_dir / "val.json"), "--ckpt", str(tiny_ckpt)])
 
 
 def test_cli_convert_prints_summary(tmp_path, capsys):
