@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (issue 11): CUDA training with AMP, the CUDA assigner, fp16 tiled inference
-# and the inference-cost comparison, in one run of under 8 minutes, every table into one folder.
+# and the inference-cost comparison, FP32 vs FP16 vs INT8 (issue 18, step 6), in one run of under 10
+# minutes, every table into one folder.
 #
 #   bash scripts/gpu_check.sh                  # on the GPU machine (DEVICE=cuda, the default)
 #   bash scripts/gpu_check.sh --device cpu     # dry run at tiny sizes, here (about a minute)
 #   bash scripts/gpu_check.sh --stage          # here, once, before a session with a GPU: see below
 # Options: --out DIR (default $OUT when set, else gpu_check_out), --skip-kit (step 5 off), --kit-iters N,
-# --budget S (seconds for the whole run; default 460 on CUDA). Environment: DEVICE, OUT, PYTHON, SKIP_KIT,
+# --budget S (seconds for the whole run; default 580 on CUDA). Environment: DEVICE, OUT, PYTHON, SKIP_KIT,
 # KIT_ITERS, BUDGET, KIT_DIR, AIRBUS_SCENE, STAGE_DIR.
 #
 # Install-time notes: what the script expects
@@ -25,7 +26,7 @@
 #   (pip --no-index --target) when rasterio / faster_coco_eval do not import.
 # - Without the stage: steps 1, 2 and 4 run; step 3 needs rasterio (every scene reader is rasterio's;
 #   without it the step is reported and skipped); step 5 needs faster-coco-eval and the KIT frames.
-# - Every step runs under `timeout` (budgets below sum to under 8 minutes on CUDA); a step that fails or
+# - Every step runs under `timeout` (budgets below sum to under 10 minutes on CUDA); a step that fails or
 #   times out is reported and the next one runs. Output: summary.txt (every table), log.txt (all output,
 #   progress bars included), results.json (the steps' JSON), all in the out folder.
 set -uo pipefail
@@ -92,7 +93,7 @@ fi
 # ---------------------------------------------------------------------------------------------------
 # Sizes. cuda: the issue's; cpu: a dry run of every code path at tiny sizes.
 if [ "$DEVICE" = cuda ]; then
-  : "${BUDGET:=460}"; : "${KIT_ITERS:=2000}"; KIT_SET=(data.num_workers=6)
+  : "${BUDGET:=580}"; : "${KIT_ITERS:=2000}"; KIT_SET=(data.num_workers=6)
   CFG_ADLA=configs/aitod_retinanet_r50_adla.yaml; CFG_MAXIOU=configs/aitod_retinanet_r50_maxiou.yaml
   TS_ARGS=(--size 800 --batch 2 --objects 300 --steps 200 --warmup 10)
   SMOKE_SET=(optim.iters=30 data.batch_size=2 data.num_workers=4); SYNTH=(--size 800 --train 16 --val 2 --classes 8)
@@ -100,6 +101,7 @@ if [ "$DEVICE" = cuda ]; then
   TILE_ARGS=(--tile 800 --batch 16 --workers 4 --score 0.3 --runs 2); SYNTH_SIDES=(8192); SMALL_SIDE=2560
   MODEL_ARGS=(--input-size 800 800 --runs 50 --warmup 10 --backends torch)
   T_SETUP=60; T1=120; T2=60; T3=130; T4=75; T5_MIN=60  # 445 s; step 5 gets what is left of BUDGET
+  Q_SIZE=512; Q_ARGS=(--tile 512 --batch 8 --workers 4 --score 0.3 --runs 3 --tile-runs 50); T6=120  # step 6: 120 s more than before
 else
   : "${BUDGET:=600}"; : "${KIT_ITERS:=4}"; KIT_SET=()
   CFG_ADLA=configs/cpu_small_adla.yaml; CFG_MAXIOU=configs/cpu_small_maxiou.yaml
@@ -109,6 +111,7 @@ else
   TILE_ARGS=(--tile 128 --batch 4 --workers 1 --score 0.3 --runs 1); SYNTH_SIDES=(); SMALL_SIDE=320
   MODEL_ARGS=(--input-size 96 96 --runs 2 --warmup 0 --backends torch)
   T_SETUP=120; T1=120; T2=60; T3=120; T4=120; T5_MIN=30
+  Q_SIZE=96; Q_ARGS=(--tile 96 --batch 4 --workers 1 --score 0.3 --runs 3 --tile-runs 3); T6=120
   # One thread: on a small shared machine two threads that wait on each other are up to 30x slower.
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 fi
@@ -161,8 +164,8 @@ skip_step() {
 adla() { "$PY" -m adla.app.cli "$@"; }
 # what the step functions see in their own bash (see run_step)
 STEP_VARS=(PY ROOT WORK DEVICE STAGE_DIR KIT_DIR AIRBUS_SCENE CFG_ADLA CFG_MAXIOU TS_ARGS SMOKE_SET SYNTH
-           ASSIGN_ARGS TILE_ARGS SYNTH_SIDES SMALL_SIDE MODEL_ARGS KIT_ITERS KIT_SET)
-STEP_FUNCS=(setup step1 step3 step5)
+           ASSIGN_ARGS TILE_ARGS SYNTH_SIDES SMALL_SIDE MODEL_ARGS KIT_ITERS KIT_SET Q_SIZE Q_ARGS)
+STEP_FUNCS=(setup step1 step3 step5 step6)
 lim() { local l; l=$(left); [ "$1" -lt "$l" ] && echo "$1" || echo "$l"; }
 
 # ---------------------------------------------------------------------------------------------------
@@ -283,6 +286,57 @@ if have_ckpt; then
     "$WORK/ckpt/maxiou.pt" "$WORK/ckpt/adla.pt" "${MODEL_ARGS[@]}" --out "$WORK/model_bench"
 else
   skip_step 4 "inference cost on $DEVICE: ADLA vs max-IoU" "no checkpoint (step 0 failed)"
+fi
+
+# step 6 (before step 5, which takes what is left): FP32 vs FP16 vs INT8. ONNX models of the untrained ADLA
+# checkpoint (INT8: QDQ, calibrated on the Airbus scene or a synthetic one); on CUDA with TensorRT, the three
+# engines (INT8 from the QDQ model, the TensorRT 11 path), their side-by-side latency and the AP of each on
+# the staged KIT validation frames (untrained: the AP exercises the path, it is not a result).
+step6() {
+  local rc=0 m=$WORK/ckpt/adla.pt e=$WORK/precision cal=$WORK/precision/calib scene val p
+  mkdir -p "$cal"
+  scene=$STAGE_DIR/data/airbus_2560.jpg; [ -f "$scene" ] || scene=$AIRBUS_SCENE
+  if [ ! -f "$scene" ] || [ "$DEVICE" = cpu ]; then
+    scene=$WORK/precision/scene.tif
+    "$PY" -c "import sys; from pathlib import Path; from adla.runtime.bench import write_synthetic_scene as w; \
+w(Path(sys.argv[1]), int(sys.argv[2]))" "$scene" "$SMALL_SIDE" || return 1
+  fi
+  "$PY" -c "import sys; from PIL import Image; Image.open(sys.argv[1]).convert('RGB').save(sys.argv[2])" \
+    "$scene" "$cal/scene.png" || return 1
+  adla export "$m" --format onnx --input-size "$Q_SIZE" "$Q_SIZE" --no-check --out "$e/adla.onnx" || return 1
+  adla export "$e/adla.onnx" --int8 --calib-images "$cal" --calib-batch 1 --calib-max 16 --calib-method minmax \
+    --out "$e/adla.int8.onnx" || rc=$?
+  adla export "$e/adla.onnx" --fp16 --out "$e/adla.fp16.onnx" || rc=$?
+  local models=("$e/adla.onnx" "$e/adla.fp16.onnx" "$e/adla.int8.onnx")
+  if [ "$DEVICE" = cuda ] && "$PY" -c "import tensorrt" 2>/dev/null; then
+    for p in fp32 fp16 int8; do
+      local flags=()
+      [ "$p" = fp16 ] && flags=(--fp16)
+      [ "$p" = int8 ] && flags=(--int8 --int8-path qdq --calib-images "$cal" --calib-batch 1 --calib-max 16)
+      adla export "$m" --format engine "${flags[@]}" --input-size "$Q_SIZE" "$Q_SIZE" --min-batch 1 \
+        --opt-batch 8 --max-batch 8 --workspace-gb 4 --out "$e/adla.$p.engine" || rc=$?
+    done
+    models=("$e/adla.fp32.engine" "$e/adla.fp16.engine" "$e/adla.int8.engine")
+  else
+    echo "(no TensorRT or no CUDA here: FP32 / FP16 / INT8 compared as ONNX models through onnxruntime)"
+  fi
+  for p in 1 2; do  # FP32 vs FP16, FP32 vs INT8: scene time and one-tile latency, interleaved
+    [ -f "${models[$p]}" ] && { adla bench tiled "$scene" --model "${models[0]}" --compare "${models[$p]}" \
+      --compare-only --device "$DEVICE" "${Q_ARGS[@]}" || rc=$?; echo; }
+  done
+  val=$STAGE_DIR/data/kit/val.json
+  if [ -f "$val" ] && "$PY" -c "import faster_coco_eval" 2>/dev/null; then
+    adla bench accuracy --ann "$val" --images "$STAGE_DIR/data/kit/val_images" --device "$DEVICE" \
+      $(for p in "${models[@]}"; do [ -f "$p" ] && printf -- '--model %s ' "$p"; done) || rc=$?
+  else
+    echo "(no staged KIT validation set or no faster_coco_eval: AP not measured)"
+  fi
+  return $rc
+}
+if have_ckpt; then
+  run_step 6 "FP32 vs FP16 vs INT8 (QDQ) on $DEVICE: export, engines, latency, AP" "$(lim $T6)" step6
+else
+  skip_step 6 "FP32 vs FP16 vs INT8 (QDQ) on $DEVICE" "no checkpoint (step 0 failed)"
 fi
 
 # step 5 (optional): R18 GN from scratch on the KIT AIS frames at 0.33x, both assigners, the demo's recipe.

