@@ -536,6 +536,10 @@ def run_bench(args: argparse.Namespace) -> int:
     for m in models:
         if not Path(m).is_file():
             raise AdlaError("model file not found", m)
+        if Path(m).suffix in (".pt", ".pth"):  # checked here (one line), not first in a child process
+            from adla.checkpoint import load_checkpoint
+
+            load_checkpoint(m)
     base = {"scene": args.scene, "tile": args.tile, "overlap": args.overlap, "batch": args.batch,
             "workers": args.workers, "score": args.score, "device": args.device, "runs": args.runs}
     if args.scale_test:

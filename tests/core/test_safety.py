@@ -82,8 +82,6 @@ def test_no_command_runs_a_checkpoints_payload(tmp_path, hostile, command, capsy
         assert "Traceback" not in err, err[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason="bench tiled loads the model in a child process and reports the child's "
-                   "traceback (runtime/bench.py spawn_child); the payload does not run")
 def test_bench_tiled_refuses_a_payload_without_a_traceback(tmp_path, hostile, capsys):
     code = main([str(a) for a in _loaders(tmp_path, hostile[0])["bench tiled"]])
     assert code == 2 and "Traceback" not in capsys.readouterr().err
