@@ -36,7 +36,7 @@ VERSION = 1
 # what a numpy array in a pickle names: in the RNG state of checkpoints written before it was stored as
 # plain lists (numpy >= 2 writes numpy._core, numpy 1.x numpy.core)
 _NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]
-_LEGACY_GLOBALS = [(_NP_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
+_LEGACY_GLOBALS: list[Any] = [(_NP_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
                    (_NP_RECONSTRUCT, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
                    type(np.dtype(np.uint32))]
 _LEGACY_NAMES = {"numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct", "numpy.ndarray",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,7 +128,7 @@ class Inputs:
     """A command's input files ({description: path}, None skipped), indexed by resolved path and by
     (device, inode), so that each output is checked against all of them at once."""
 
-    def __init__(self, inputs: dict[str, str | Path | None]):
+    def __init__(self, inputs: Mapping[str, str | Path | None]):
         self._index: dict[object, tuple[str, str | Path]] = {}
         for name, path in inputs.items():
             if path is None:

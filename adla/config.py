@@ -162,7 +162,7 @@ def to_dict(cfg: Any) -> Any:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):
         if not isinstance(value, dict):
             raise AdlaError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
@@ -242,7 +242,7 @@ def assigner_params(name: str, params: Any = None, where: str = "assigner.params
     if params is None:
         return cls()
     if isinstance(params, cls):
-        return params
+        return params  # type: ignore[return-value]  # cls is one of the AssignerParams
     if is_dataclass(params):
         raise AdlaError(f"{where}: {type(params).__name__} given for assigner {name!r}, which takes "
                         f"{cls.__name__}")

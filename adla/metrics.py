@@ -71,11 +71,12 @@ def load_results(path: str | Path, gt: dict | None = None) -> list[dict]:
         return dets
     if not isinstance(data, dict):
         raise AdlaError("expected a list of detections", path)
-    dets = next((data[k] for k in ("annotations", "detections") if isinstance(data.get(k), list)), None)
-    if dets is None:
+    found: list | None = next((data[k] for k in ("annotations", "detections") if isinstance(data.get(k), list)),
+                              None)
+    if found is None:
         raise AdlaError("expected a list of detections, or a dict with an 'annotations' or 'detections' list",
                         path)
-    dets = _check_result_records(dets, path)
+    dets = _check_result_records(found, path)
     if gt is not None and isinstance(data.get("images"), list):
         dets = _map_image_ids(dets, _id_records(data["images"], "images", path), gt, path)
     if gt is not None and isinstance(data.get("categories"), list):

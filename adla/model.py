@@ -120,7 +120,9 @@ def _backbone(cfg: ModelConfig, pretrained: bool) -> tuple[nn.Module, list[int]]
 
 def _frozen_params(net: nn.Module, mobilenet: bool, stages: int) -> list[nn.Parameter]:
     if mobilenet:
-        return [p for block in net.features[:MOBILENET_STAGE_ENDS[stages]] for p in block.parameters()]
+        features = net.features
+        assert isinstance(features, nn.Sequential)
+        return [p for block in features[:MOBILENET_STAGE_ENDS[stages]] for p in block.parameters()]
     frozen = ["conv1", "bn1"] + [f"layer{i}" for i in range(1, stages + 1)]
     return [p for name, p in net.named_parameters() if name.split(".")[0] in frozen]
 
@@ -170,7 +172,7 @@ class Head(nn.Module):
         self.tower = nn.Sequential(*layers)
         self.out = nn.Conv2d(width if depth else in_ch, out_ch, 3, padding=1)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m.bias is not None:
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
 
@@ -194,7 +196,10 @@ class Detector(nn.Module):
         a, c = cfg.anchors.num_anchors, cfg.num_classes
         self.cls_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * c, gn)
         self.box_head = Head(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, a * 4, gn)
+        assert self.cls_head.out.bias is not None
         nn.init.constant_(self.cls_head.out.bias, -math.log((1 - cfg.prior_prob) / cfg.prior_prob))
+        self.pixel_mean: torch.Tensor
+        self.pixel_std: torch.Tensor
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
 

@@ -83,8 +83,9 @@ def summarize(runs: dict[str, list[dict]], baseline: str, candidate: str,
         raise ValueError("paired runs need the same number of seeds for both models")
     rows = []
     for key in metric_rows(runs, classes):
-        per = {name: [_value(m, key) for m in ms] for name, ms in runs.items()}
-        diffs = [c - b for b, c in zip(per[baseline], per[candidate])]  # type: ignore[operator]
+        # every value is defined: metric_rows keeps only the metrics present in every run
+        per = {name: [float(_value(m, key)) for m in ms] for name, ms in runs.items()}  # type: ignore[arg-type]
+        diffs = [c - b for b, c in zip(per[baseline], per[candidate])]
         rows.append({"metric": key, baseline: mean_std(per[baseline]), candidate: mean_std(per[candidate]),
                      "diff": mean_std(diffs), "diff_range": (min(diffs), max(diffs)), "diff_ci": mean_ci(diffs),
                      "ahead": sum(d > 0 for d in diffs), "values": per})

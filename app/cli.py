@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register_bench(bench_sub)
     export_commands.register_bench(bench_sub)
     runtime_commands.register_bench(bench_sub)
-    bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
+    def bench_help(args: argparse.Namespace) -> int:
+        bench.print_help()
+        return 2
+
+    bench.set_defaults(func=bench_help)
     return parser
 
 

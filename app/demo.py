@@ -309,7 +309,7 @@ def _mosaic(ann: Path, image_dir: Path, out: Path, max_side: int = 8192) -> tupl
     cols = max(1, min(max_side // cw, round(math.sqrt(n * ch / cw))))
     rows = math.ceil(n / cols)
     canvas = np.zeros((rows * ch, cols * cw, 3), dtype=np.uint8)
-    anns = []
+    anns: list[dict] = []
     for i in range(n):
         image, target = ds[i]
         y0, x0 = (i // cols) * ch, (i % cols) * cw

@@ -15,6 +15,8 @@ exporter translates it into one ``NonMaxSuppression`` node (``ONNX_TRANSLATIONS`
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from onnxscript import opset18 as op
 from torch import nn
@@ -53,14 +55,14 @@ def _nms_select_fake(boxes, scores, max_per_class, iou_thr, score_thr):
 def _nms_select_onnx(boxes, scores, max_per_class: int, iou_thr: float, score_thr: float):
     return op.NonMaxSuppression(
         boxes, scores,
-        op.Constant(value_ints=[max_per_class]),
-        op.Constant(value_floats=[iou_thr]),
-        op.Constant(value_floats=[score_thr]),
+        op.Constant(value_ints=[max_per_class]),  # type: ignore[arg-type]  # onnxscript's stubs: any-typed
+        op.Constant(value_floats=[iou_thr]),  # type: ignore[arg-type]
+        op.Constant(value_floats=[score_thr]),  # type: ignore[arg-type]
         center_point_box=0,
     )
 
 
-ONNX_TRANSLATIONS = {torch.ops.adla.nms_select.default: _nms_select_onnx}
+ONNX_TRANSLATIONS: dict[Any, Any] = {torch.ops.adla.nms_select.default: _nms_select_onnx}  # op -> onnxscript function
 
 
 def _clip_xyxy(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
@@ -88,6 +90,7 @@ class DecodeAdapter(nn.Module):
         super().__init__()
         self.model = model
         self.image_size = image_size
+        self.anchors: torch.Tensor
         self.register_buffer("anchors", anchors.float(), persistent=False)  # [N,4]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +114,7 @@ class NMSAdapter(nn.Module):
         self.image_size = image_size
         self.cfg = cfg
         self.num_classes = num_classes
+        self.anchors: torch.Tensor
         self.register_buffer("anchors", anchors.float(), persistent=False)  # [N,4]
         total = anchors.shape[0] * num_classes
         self.topk = min(cfg.pre_nms_topk, total)

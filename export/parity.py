@@ -139,13 +139,14 @@ def run_parity(model: torch.nn.Module, ckpt: dict, onnx_path: str | Path, images
     dets_t = postprocess(anchors, cls_t, box_t, sizes, pp)
     sess = make_session(onnx_path, device="cpu")
     outs = sess.run(None, {"images": images.numpy()})
+    d_cls: float | None = None  # the nms variant has no raw outputs to compare
+    d_box: float | None = None
     if variant == "raw":
         cls_o, box_o = (torch.from_numpy(o) for o in outs)
         d_cls = float((cls_o - cls_t).abs().max())
         d_box = float((box_o - box_t).abs().max())
         dets_o = postprocess(anchors, cls_o, box_o, sizes, pp)
     else:
-        d_cls = d_box = None
         dets_o = unpad_detections(*outs)
     same, why = _all_equal(dets_t, dets_o)
     return ParityResult(name, images.shape[0], d_cls, d_box, sum(len(d["scores"]) for d in dets_t),

@@ -259,7 +259,7 @@ def output_convs(model: Any) -> list[str]:
     prod = {o: n for n in model.graph.node for o in n.output}
     found: list[str] = []
     stack = [o.name for o in model.graph.output]
-    seen: set[str] = set()
+    seen: set[int] = set()
     while stack:
         node = prod.get(stack.pop())
         if node is None or id(node) in seen:
@@ -334,6 +334,7 @@ def _fold_relus(graph: Any, inits: dict[str, Any]) -> int:
         after = cons.get(relu.output[0], [])
         if q1 is None or q1.op_type != "QuantizeLinear" or len(after) != 1 or after[0].op_type != "QuantizeLinear":
             continue
+        assert dq1 is not None  # q1 was found through it
         if len(cons.get(q1.output[0], [])) != 1 or len(cons.get(dq1.output[0], [])) != 1:
             continue
         q2 = after[0]

@@ -363,7 +363,8 @@ def _child(spec: dict) -> dict:
     backend = load_backend(spec["model"], spec["device"])
     _warm_up(spec, backend)
     before = maxrss_mb()
-    times, info = [], {}
+    times: list[float] = []
+    info: dict = {}
     for _ in range(spec["runs"]):
         seconds, info = VARIANTS[spec["variant"]](spec, backend)
         times.append(seconds)

@@ -10,6 +10,7 @@ run. Overhead per scene = (Ray time - single-process time) / scenes.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import statistics
 import tempfile
@@ -23,10 +24,11 @@ from adla.timing import time_call
 
 def _timed(fn, runs: int) -> tuple[float, list]:
     """Median seconds of ``runs`` calls ``fn(out_dir)``, each into a fresh temporary folder; its last results."""
-    times, results = [], []
+    times: list[float] = []
+    results: list = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="adla-bench-ray-") as out:
-            seconds, results = time_call(lambda out=out: fn(out))
+            seconds, results = time_call(functools.partial(fn, out))
             times.append(seconds)
     failed = [r.error for r in results if r.error]
     if failed:
@@ -43,7 +45,7 @@ def run_bench_ray(args: argparse.Namespace, model: str) -> list[tuple[str, ...]]
                           workers=args.workers)
     scenes = [args.scene] * args.ray_scenes
     common = {"device": args.device, "preview_size": 0, "print_summary": False, "progress": False}
-    rows = [("variant", "scenes", "tiles", "time (s)", "tiles/s", "s / scene", "overhead / scene (s)")]
+    rows: list[tuple[str, ...]] = [("variant", "scenes", "tiles", "time (s)", "tiles/s", "s / scene", "overhead / scene (s)")]
 
     def row(name: str, t: float, results: list, base: float | None) -> None:
         tiles = sum(r.tiles for r in results)

@@ -205,7 +205,7 @@ class LocalMerger:
         rng = self.grid.ranges(boxes)
         inside = (rng[:, 0] == col) & (rng[:, 1] == col) & (rng[:, 2] == row) & (rng[:, 3] == row)
         alone = inside | (rng[:, 0] > rng[:, 1])  # meets no other window: no edge is possible
-        if self._global is not None and alone.any():
+        if self._global is not None and self._global_rng is not None and alone.any():
             gsel = ((self._global_rng[:, 0] <= col) & (self._global_rng[:, 1] >= col)
                     & (self._global_rng[:, 2] <= row) & (self._global_rng[:, 3] >= row))
             if gsel.any():

@@ -28,7 +28,7 @@ from adla.runtime.backends import Backend, load_backend
 from adla.runtime.claims import SceneClaim, clean_partials, is_complete, manifest_state
 from adla.runtime.merge import Detections, LocalMerger, cat_detections, single_thread
 from adla.runtime.options import PREVIEW_SCORE, TileOptions
-from adla.runtime.readers import SceneInfo, SceneReader
+from adla.runtime.readers import SceneInfo, SceneReader, SceneSource
 from adla.runtime.tiling import parse_shard, shard, tile_windows
 from adla.runtime.writers import SceneWriter
 from adla.tables import format_table
@@ -109,7 +109,7 @@ def input_size(fixed: tuple[int, int] | None, windows: list[tuple[int, int, int,
 class _TileReader:
     """Reader threads: windows in, (index, uint8 [3,h,w] or None, or an exception) out, bounded queue."""
 
-    def __init__(self, reader: SceneReader, windows: list, workers: int, capacity: int):
+    def __init__(self, reader: SceneSource, windows: list, workers: int, capacity: int):
         self.reader, self.windows = reader, windows
         self.out: queue.Queue = queue.Queue(maxsize=capacity)
         self._next = iter(range(len(windows)))
@@ -181,7 +181,7 @@ def run_batch(backend: Backend, images: np.ndarray, sizes: list[tuple[int, int]]
     return outs
 
 
-def _full_pass(reader: SceneReader, backend: Backend, in_hw: tuple[int, int], cfg: PostprocessConfig,
+def _full_pass(reader: SceneSource, backend: Backend, in_hw: tuple[int, int], cfg: PostprocessConfig,
                phases: Phases) -> dict[str, torch.Tensor]:
     """The whole scene down-scaled to fit the model input, for objects larger than a tile. The read is
     decimated (GDAL picks the GeoTIFF's overviews when it has them): the full-resolution scene is never
@@ -214,7 +214,7 @@ class _TiledScene:
     """One scene's tiles through the model: slots of a batch buffer, per-tile decode, the cross-tile merge,
     and final detections handed to ``sink`` as they become final."""
 
-    def __init__(self, reader: SceneReader, backend: Backend, options: TileOptions, sink, phases: Phases):
+    def __init__(self, reader: SceneSource, backend: Backend, options: TileOptions, sink, phases: Phases):
         meta = backend.meta
         self.backend, self.sink, self.phases = backend, sink, phases
         self.windows = tile_windows(reader.height, reader.width, options.tile, options.overlap)
@@ -238,7 +238,7 @@ class _TiledScene:
     def filtered(self, det: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return keep_classes(det, self.keep_labels)
 
-    def full_pass(self, reader: SceneReader) -> None:
+    def full_pass(self, reader: SceneSource) -> None:
         """The down-scaled whole-scene pass; first, as its boxes must be known before a tile box is final."""
         det = self.filtered(_full_pass(reader, self.backend, self.in_hw, self.cfg, self.phases))
         with self.phases("merge"):
@@ -287,9 +287,9 @@ class _TiledScene:
             self.sink.close()
 
 
-def infer_reader(reader: SceneReader, backend: Backend, options: TileOptions | None = None, *,
+def infer_reader(reader: SceneSource, backend: Backend, options: TileOptions | None = None, *,
                  progress: bool = True, sink=None) -> SceneResult:
-    """Tiled inference over an open ``SceneReader`` (see ``infer_scene``).
+    """Tiled inference over an open ``SceneSource`` (a ``SceneReader``; see ``infer_scene``).
 
     Detections are merged as tiles complete (``LocalMerger``) and handed to ``sink.write(dets)`` as soon as
     they are final, then ``sink.close()``; without a sink they are kept and returned in the result.

@@ -107,7 +107,8 @@ def _read_tiles(batch: dict[str, np.ndarray], bands: tuple[int, ...] | None) -> 
     try:
         for k in range(n):
             path = str(batch["path"][k])
-            window = tuple(int(batch[c][k]) for c in ("x0", "y0", "x1", "y1"))
+            x0, y0, x1, y1 = (int(batch[c][k]) for c in ("x0", "y0", "x1", "y1"))
+            window = (x0, y0, x1, y1)
             try:
                 reader = readers.get(path) or readers.setdefault(path, SceneReader(path, bands=bands))
                 pixels = reader.read_window(window)
@@ -163,8 +164,8 @@ class _TileModel:
         hws = sorted({(int(batch["in_h"][k]), int(batch["in_w"][k])) for k in np.flatnonzero(ok)})
         for hw in hws:  # one forward per model input size in the batch
             rows = np.array([k for k in np.flatnonzero(ok) if (int(batch["in_h"][k]), int(batch["in_w"][k])) == hw])
-            for k, d in zip(rows, self._detect(batch, rows, hw)):
-                dets[k] = d
+            for k, det in zip(rows, self._detect(batch, rows, hw)):
+                dets[k] = det
         cols: dict[str, list] = {c: [] for c in ("scene", "tile", "x0", "y0", "x1", "y1", "score", "label", "error")}
         for k in range(n):
             d = dets[k]

@@ -16,6 +16,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -50,6 +51,24 @@ class SceneInfo:
     crs: object | None  # rasterio.crs.CRS or None
     transform: object  # affine.Affine
     georeferenced: bool
+
+
+class SceneSource(Protocol):
+    """What tiled inference reads a scene through (``pipeline.infer_reader``): a ``SceneReader`` over a
+    raster file, or a scene computed on demand (the benchmarks' ``SyntheticScene``)."""
+
+    path: Path
+    info: SceneInfo
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    def read_window(self, window: tuple[int, int, int, int]) -> np.ndarray | None: ...
+
+    def read_overview(self, max_side: int) -> tuple[np.ndarray, float]: ...
 
 
 class SceneReader:

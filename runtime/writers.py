@@ -114,7 +114,8 @@ def draw_legend(pic, class_names: list[str], counts: list[int], min_score: float
     from PIL import ImageDraw
 
     draw = ImageDraw.Draw(pic)
-    rows = [(PALETTE[i % len(PALETTE)], f"{name}: {n}") for i, (name, n) in enumerate(zip(class_names, counts))]
+    rows: list[tuple[tuple[int, int, int] | None, str]] = [
+        (PALETTE[i % len(PALETTE)], f"{name}: {n}") for i, (name, n) in enumerate(zip(class_names, counts))]
     rows.append((None, f"score >= {min_score:g}"))
     width = 14 + 7 * max(len(text) for _, text in rows)
     draw.rectangle([4, 4, 4 + width, 8 + 14 * len(rows)], fill=(0, 0, 0))

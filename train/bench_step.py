@@ -17,7 +17,7 @@ from adla.train.assigners import build_assigner
 from adla.train.distributed import pick_device
 from adla.train.loss import DetectionLoss
 
-ASSIGNER_SPECS = {"maxiou": ("maxiou", {}), "adla": ("adla", {})}
+ASSIGNER_SPECS: dict[str, tuple[str, dict]] = {"maxiou": ("maxiou", {}), "adla": ("adla", {})}
 
 
 def _batch(size: int, batch: int, objects: int, num_classes: int, seed: int = 0):

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -116,7 +116,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._old: dict[int, object] = {}
+        self._old: dict[int, Any] = {}  # the handlers signal.signal returned
 
     def __enter__(self) -> Self:
         for s in (signal.SIGTERM, signal.SIGINT):
@@ -138,7 +138,8 @@ class _StopFlag:
 
 def _rng_state() -> dict:
     """The global RNG states as a tensor and plain data (a checkpoint loads with weights_only=True)."""
-    name, key, pos, has_gauss, gauss = np.random.get_state()
+    name, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    assert isinstance(key, np.ndarray)
     return {"torch": torch.get_rng_state(), "numpy": (name, key.tolist(), pos, has_gauss, gauss),
             "python": random.getstate()}
 

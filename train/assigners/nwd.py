@@ -65,7 +65,9 @@ class NWDAssigner(MaxIoUAssigner):
         n, g = anchors.shape[0], gt_boxes.shape[0]
         grid = full_grid(pq)
         gts = torch.arange(g, device=dev)
-        i, j = gt_pairs(pq, grid, gts, level=torch.full((g,), q_min, dtype=torch.float64, device=dev))
+        pairs = gt_pairs(pq, grid, gts, level=torch.full((g,), q_min, dtype=torch.float64, device=dev))
+        assert pairs is not None  # None only with max_pairs
+        i, j = pairs
         q = pq.values(i, j)
         # Positive candidates: the largest NWD >= pos_iou_thr, ties to the lowest GT index.
         c = (q >= self.pos_iou_thr).nonzero().squeeze(1)

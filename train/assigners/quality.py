@@ -176,6 +176,7 @@ def _kd_chunks(
             sub = sub.index_select(0, keep)
         if leaf:
             idx, order = torch.sort(idx)  # ascending: ties then resolve to the lowest GT index
+            assert rows is not None  # set just above for a leaf
             yield idx, gts.index_select(0, order), rows
             continue
         order = centers.index_select(0, idx)[:, int(extent.argmax())].argsort()

@@ -137,12 +137,18 @@ class LayeredGrid:
         for ell, (cnt, (x0, y0), (x1, y1)) in enumerate(zip(n_per.tolist(), lo.tolist(), hi.tolist())):
             if cnt == 0:
                 lo[ell] = 0.0
-                cells.append(1.0), nxs.append(0), nys.append(0), offs.append(off)
+                cells.append(1.0)
+                nxs.append(0)
+                nys.append(0)
+                offs.append(off)
                 continue
             ex, ey = x1 - x0, y1 - y0
             cell = max(math.sqrt(ex * ey * per_cell / cnt), max(ex, ey) * per_cell / cnt, 1e-3)
             nx, ny = int(ex / cell) + 1, int(ey / cell) + 1
-            cells.append(cell), nxs.append(nx), nys.append(ny), offs.append(off)
+            cells.append(cell)
+            nxs.append(nx)
+            nys.append(ny)
+            offs.append(off)
             off += nx * ny
         self.cell = torch.tensor(cells, dtype=torch.float64, device=dev)
         self.layer_count = n_per.double()
@@ -285,6 +291,7 @@ def gt_pairs(pq: PairQuality, grid: LayeredGrid, gts: torch.Tensor, *, level: to
         lv = level[lay].reshape(-1) if level.dim() == 2 else level[qg]
         rad = pq.radius(ql, qj, lv)
     else:
+        assert r is not None, "gt_pairs needs level or r"
         rad = (r[lay].reshape(-1) if r.dim() == 2 else r[qg])[:, None].expand(-1, 2)
     if max_pairs is not None and grid.estimate(ql, rad) > max_pairs:
         return None
@@ -445,6 +452,7 @@ def best_per_box(
             best[todo] = _dense_best(pq, todo)
             break
         i, jj = pairs
+        assert grid is not None  # pairs come from a grid
         if grid.index.numel() != todo.numel():
             live = torch.zeros(n, dtype=torch.bool, device=dev)
             live[todo] = True
@@ -470,6 +478,7 @@ def _dense_best(pq: PairQuality, rows: torch.Tensor) -> torch.Tensor:
         cols = torch.arange(start, min(start + step, pq.num_gts), device=rows.device)
         m = pq.block(rows, cols).amax(1)
         out = m if out is None else torch.maximum(out, m)
+    assert out is not None, "no GT"  # callers have at least one GT
     return out
 
 
