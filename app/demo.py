@@ -254,8 +254,8 @@ def _plan(cfg) -> str:
 
 
 def _seed_report(runs: dict[str, list[dict]], classes: list[str], out: Path, seeds: int) -> list[str]:
+    from adla.app.seeds import format_seed_table, plot_seeds, summarize
     from adla.io import write_json
-    from adla.seeds import format_seed_table, plot_seeds, summarize
 
     labels = {"maxiou": "max-IoU", "adla": "ADLA"}
     rows = summarize(runs, "maxiou", "adla", classes)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from adla.seeds import format_seed_table, mean_ci, mean_std, plot_seeds, summarize, t975
+from adla.app.seeds import format_seed_table, mean_ci, mean_std, plot_seeds, summarize, t975
 
 
 def _m(ap50: float, car: float, vt: float = -1.0) -> dict:
