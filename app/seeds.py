@@ -1,4 +1,5 @@
-"""Seed spread of a detector comparison (the demo's --seeds): mean +- std per metric and the paired difference between two models.
+"""Seed spread of a detector comparison (the demo's ``--seeds``): mean +- std per metric and the paired
+difference between two models.
 
 Training a small detector from scratch moves its AP by several points from seed to seed, more than
 many published gains. ``adla demo --seeds N`` trains each assigner N times (seed k for both, so the
