@@ -29,7 +29,7 @@ The exit status is 1 when any scene failed (each failure is listed after the sum
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from adla.runtime.checks import check_infer_args
+    from adla.runtime.infer_checks import check_infer_args
 
     options = check_infer_args(args)  # once, before the first scene
     _print_model(args.model)

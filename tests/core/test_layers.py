@@ -212,7 +212,7 @@ def test_checker_catches_a_violation(module, source, offending):
 
 @pytest.mark.parametrize(("module", "source", "is_package"), [
     ("adla.metrics", "import torch\nfrom adla.boxes import box_iou\nfrom .data import coco\n", False),
-    ("adla.runtime.checks", "def f():\n    from adla.export.onnx_export import read_metadata\n", False),
+    ("adla.runtime.infer_checks", "def f():\n    from adla.export.onnx_export import read_metadata\n", False),
     ("adla.export", "from . import parity\nfrom .onnx_export import export_onnx\n", True),
     ("adla.app.cli", "from adla.train import commands\nfrom adla.runtime import commands as rc\n", False),
 ])
