@@ -19,3 +19,13 @@ def tiny_cfg():
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A checkpoint of the tiny detector with random weights (R18, 32-channel heads, 3 classes)."""
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic COCO validation set (3 images of 64 x 96, 3 classes) in its own folder."""
+    from adla.data.synth import make_synth_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    make_synth_dataset(root, num_images=3, size=(64, 96), num_classes=3, seed=0, split_name="val")
+    return root

@@ -49,3 +49,19 @@ def unwritable_dir(tmp_path: Path) -> Path:
     ro.mkdir()
     ro.chmod(0o500)
     return ro / "sub"
+
+
+def data_cli(argv: list[str]) -> int:
+    """``adla data ...`` / ``adla evaluate ...`` through their own parser, the command's return value (no
+    catching of AdlaError: a test sees the exception)."""
+    import argparse
+
+    from adla.app import evaluate
+    from adla.data.commands import register
+
+    parser = argparse.ArgumentParser(prog="adla")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    evaluate.register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)

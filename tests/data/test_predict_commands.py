@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 
 import numpy as np
 import pytest
 import torch
+from helpers import data_cli
 from PIL import Image
 
-from adla.app import evaluate
 from adla.checkpoint import load_model
 from adla.data.coco import CocoDetection
-from adla.data.commands import register
 from adla.data.synth import make_synth_dataset
 from adla.errors import AdlaError
 from adla.metrics import evaluate_detections
 from adla.postprocess import PostprocessConfig
 from adla.predict import predict_dataset
-
-
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="adla")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    evaluate.register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    make_synth_dataset(root, num_images=3, size=(64, 96), num_classes=3, seed=0, split_name="val")
-    return root
 
 
 def test_predict_dataset_results_are_valid_and_batch_independent(synth_dir, tiny_ckpt):
@@ -69,8 +51,8 @@ def test_predict_dataset_checks_classes_and_flips(synth_dir, tiny_ckpt):
 def test_cli_convert_prints_summary(tmp_path, capsys):
     Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n1 x\n")
-    assert _cli(["data", "convert", "--format", "yolo", "--images", str(tmp_path), "--labels", str(tmp_path),
-                 "--out", str(tmp_path / "o.json"), "--classes", "car,bus", "--downscale", "0.5"]) == 0
+    assert data_cli(["data", "convert", "--format", "yolo", "--images", str(tmp_path), "--labels", str(tmp_path),
+                     "--out", str(tmp_path / "o.json"), "--classes", "car,bus", "--downscale", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "boxes" in out and "a.txt:2" in out and re.search(r"median size \(px\) +5.0", out)
     assert json.loads((tmp_path / "o.json").read_text())["annotations"][0]["bbox"] == [7.5, 2.5, 5, 5]
