@@ -28,14 +28,9 @@ def test_demo_refuses_incomplete_data_arguments(tmp_path, capsys):
 
 
 def test_demo_with_data_and_seeds_reports_the_spread(tmp_path, capsys, monkeypatch):
-    from adla.data.synth import make_synth_dataset
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no pretrained weights: ResNet-18 from scratch
     monkeypatch.setattr("adla.weights.reachable", _no_network)
-    data = tmp_path / "data"
-    train = make_synth_dataset(data, num_images=4, size=(96, 96), seed=2, split_name="train")
-    val = make_synth_dataset(data, num_images=2, size=(96, 96), seed=2, split_name="val")
-    out = tmp_path / "demo"
+    train, data, val, out = _demo_data(tmp_path)
     # no --epochs: the real-data recipe (GroupNorm, D4 views, crops, iteration budget), cut to 2 iterations
     code = main(["demo", "--out", str(out), "--data", str(train), "--images", str(data), "--val", str(val),
                  "--val-images", str(data), "--seeds", "2", "--skip-export",
@@ -52,14 +47,23 @@ def test_demo_with_data_and_seeds_reports_the_spread(tmp_path, capsys, monkeypat
     assert "Backbone: resnet18 from scratch" in (out / "report.md").read_text()
 
 
+def _demo_data(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A tiny synthetic training and validation set for ``adla demo --data``: (train json, image folder,
+    val json, the demo's --out)."""
+    from adla.data.synth import make_synth_dataset
+
+    data = tmp_path / "data"
+    train = make_synth_dataset(data, num_images=4, size=(96, 96), seed=2, split_name="train")
+    val = make_synth_dataset(data, num_images=2, size=(96, 96), seed=2, split_name="val")
+    return train, data, val, tmp_path / "demo"
+
+
 def _no_network(url, timeout=3.0):
     raise AssertionError(f"the demo must not look for a download ({url})")
 
 
 def test_demo_with_data_uses_pretrained_mobilenet_when_its_weights_are_found(tmp_path, capsys, monkeypatch):
     import pytest
-
-    from adla.data.synth import make_synth_dataset
 
     weights = Path(__file__).resolve().parents[3] / "shared" / "weights" / "mobilenet_v2-b0353104.pth"
     if not weights.is_file():
@@ -69,10 +73,7 @@ def test_demo_with_data_uses_pretrained_mobilenet_when_its_weights_are_found(tmp
     (hub / weights.name).symlink_to(weights)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr("adla.weights.reachable", _no_network)
-    data = tmp_path / "data"
-    train = make_synth_dataset(data, num_images=4, size=(96, 96), seed=2, split_name="train")
-    val = make_synth_dataset(data, num_images=2, size=(96, 96), seed=2, split_name="val")
-    out = tmp_path / "demo"
+    train, data, val, out = _demo_data(tmp_path)
     code = main(["demo", "--out", str(out), "--data", str(train), "--images", str(data), "--val", str(val),
                  "--val-images", str(data), "--skip-export", "--set", "optim.iters=2", "optim.warmup_iters=1",
                  "model.fpn_channels=32", "model.head_channels=32", "data.num_workers=0", "data.crop=64"])
